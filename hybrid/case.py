@@ -1,0 +1,230 @@
+"""Case files: TOML in, a validated :class:`Case` out.
+
+A case file is data (see docs/case-format.md)::
+
+    [case]        name, description                            (optional)
+    [mesh]        type = "unit_square" (cells, cell_type) or "file" (file)
+    [physics]     model = "thermal_block" and the model's settings
+    [parameters.NAME]  lower, upper, log                       (one table per parameter, in order)
+    [sampling]    method = "sobol" | "lhs" | "random", samples, seed
+    [solver]      petsc = { ksp_type = ..., ... }              (PETSc options)
+    [outputs]     store, qoi
+
+Every problem is reported as one line ``FILE: key: what was expected`` through
+:class:`hybrid.errors.CaseError`. Relative mesh paths are resolved against the case file's
+directory; relative output paths against the current directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hybrid.errors import CaseError
+from hybrid.parameters import Parameter, ParameterSpace
+from hybrid.physics import REGISTRY, PhysicsSpec
+from hybrid.physics.base import PhysicsSettings
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class CaseMeta(BaseModel):
+    model_config = _STRICT
+    name: str | None = None
+    description: str = ""
+
+
+class MeshSection(BaseModel):
+    model_config = _STRICT
+    type: Literal["unit_square", "unit_cube", "file"]
+    cells: int | None = Field(None, ge=1)
+    cell_type: Literal["triangle", "quadrilateral", "tetrahedron", "hexahedron"] | None = None
+    file: str | None = None
+    gdim: int = Field(2, ge=1, le=3)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.type in ("unit_square", "unit_cube") and self.cells is None:
+            raise ValueError(f"mesh type {self.type!r} needs 'cells' (cells per side)")
+        if self.type == "file" and not self.file:
+            raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh path)")
+        return self
+
+
+class ParameterSection(BaseModel):
+    model_config = _STRICT
+    lower: float
+    upper: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if not self.lower < self.upper:
+            raise ValueError(f"lower ({self.lower:g}) must be < upper ({self.upper:g})")
+        if self.log and self.lower <= 0:
+            raise ValueError(f"log = true needs lower > 0, got {self.lower:g}")
+        return self
+
+
+class SamplingSection(BaseModel):
+    model_config = _STRICT
+    method: Literal["sobol", "lhs", "random"] = "sobol"
+    samples: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class SolverSection(BaseModel):
+    model_config = _STRICT
+    petsc: dict[str, str | int | float | bool] = Field(
+        default_factory=lambda: {
+            "ksp_type": "preonly",
+            "pc_type": "lu",
+            "pc_factor_mat_solver_type": "mumps",
+        }
+    )
+
+
+class OutputsSection(BaseModel):
+    model_config = _STRICT
+    store: str | None = None
+    qoi: list[str] = Field(default_factory=lambda: ["mean"])
+
+
+class CaseFile(BaseModel):
+    model_config = _STRICT
+    case: CaseMeta = Field(default_factory=CaseMeta)
+    mesh: MeshSection
+    physics: dict
+    parameters: dict[str, ParameterSection]
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    solver: SolverSection = Field(default_factory=SolverSection)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
+
+
+@dataclass
+class Case:
+    """A validated case: everything a campaign, a solve or a surrogate needs to know."""
+
+    path: Path
+    text: str
+    name: str
+    description: str
+    mesh: MeshSection
+    physics: PhysicsSpec
+    parameters: ParameterSpace
+    sampling: SamplingSection
+    petsc_options: dict[str, str | int | float | bool]
+    store: Path
+    qoi: list[str] = field(default_factory=list)
+
+    @property
+    def mesh_file(self) -> Path | None:
+        """Absolute path of the mesh file, or None for a built-in mesh."""
+        if self.mesh.type != "file":
+            return None
+        p = Path(self.mesh.file)
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc if x != "__root__") or "(top level)"
+
+
+def _first_error(path: Path, exc: ValidationError, prefix: tuple = ()) -> CaseError:
+    err = exc.errors()[0]
+    loc = prefix + tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = f"{path}: {_loc(loc)}: unknown key"
+    elif kind == "missing":
+        msg = f"{path}: {_loc(loc)}: missing required key"
+    else:
+        text = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        tail = "" if isinstance(got, dict) else f" (got {got!r})"
+        msg = f"{path}: {_loc(loc)}: {text}{tail}"
+    return CaseError(msg)
+
+
+def parse_case(text: str, path: Path) -> Case:
+    """Validate the TOML ``text`` of the case file at ``path``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CaseError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        cf = CaseFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+
+    model = cf.physics.get("model")
+    if model is None:
+        raise CaseError(f"{path}: physics.model: missing required key")
+    if model not in REGISTRY:
+        raise CaseError(
+            f"{path}: physics.model: unknown physics model {model!r}; expected one of "
+            f"{sorted(REGISTRY)}"
+        )
+    spec_cls = REGISTRY[model]
+    try:
+        settings: PhysicsSettings = spec_cls.Settings.model_validate(cf.physics)
+    except ValidationError as exc:
+        raise _first_error(path, exc, ("physics",)) from None
+    spec = spec_cls(settings)
+
+    if not cf.parameters:
+        raise CaseError(f"{path}: parameters: at least one [parameters.NAME] table is needed")
+    space = ParameterSpace(
+        tuple(Parameter(n, p.lower, p.upper, p.log) for n, p in cf.parameters.items())
+    )
+    if space.dim != spec.n_parameters():
+        raise CaseError(
+            f"{path}: parameters: physics model {model!r} with these settings takes "
+            f"{spec.n_parameters()} parameters, the case declares {space.dim}"
+        )
+    unknown_qoi = [q for q in cf.outputs.qoi if q not in spec.qoi_names()]
+    if unknown_qoi:
+        raise CaseError(
+            f"{path}: outputs.qoi: unknown quantity {unknown_qoi[0]!r}; model {model!r} offers "
+            f"{spec.qoi_names()[:6]}{'…' if len(spec.qoi_names()) > 6 else ''}"
+        )
+    name = cf.case.name or path.stem
+    case = Case(
+        path=path,
+        text=text,
+        name=name,
+        description=cf.case.description,
+        mesh=cf.mesh,
+        physics=spec,
+        parameters=space,
+        sampling=cf.sampling,
+        petsc_options=dict(cf.solver.petsc),
+        store=Path(cf.outputs.store or f"runs/{name}/store"),
+        qoi=list(cf.outputs.qoi),
+    )
+    for key, problem in spec.check_consistency(case):
+        raise CaseError(f"{path}: {key}: {problem}")
+    mf = case.mesh_file
+    if mf is not None and not mf.is_file():
+        raise CaseError(f"{path}: mesh.file: mesh file {mf} does not exist")
+    return case
+
+
+def load_case(path: str | Path) -> Case:
+    """Read and validate a case file.
+
+    Raises:
+        CaseError: the file is missing, not TOML, or not a valid case (one-line message).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise CaseError(f"{p}: case file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseError(f"{p}: cannot read case file: {exc}") from None
+    return parse_case(text, p)

@@ -1,0 +1,98 @@
+"""A reusable linear solve A u = b with PETSc options from the case file.
+
+Thin wrapper over a PETSc KSP: the operator matrix is created once from the bilinear form's
+sparsity and re-assembled for every parameter, the KSP (and its preconditioner) is configured
+from the case's ``[solver.petsc]`` options under a prefix unique to this object (PETSc options
+from one problem must never leak into another), and the outcome of every solve is reported
+(converged reason, iterations, NaN check) instead of raising, so a campaign can record a
+failed sample and carry on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from dolfinx import fem
+from dolfinx.fem import petsc as fem_petsc
+from petsc4py import PETSc
+
+_ids = itertools.count()
+_REASONS = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if isinstance(v, int)}
+
+
+@dataclass
+class SolveResult:
+    """Outcome of one linear solve."""
+
+    ok: bool
+    reason: str
+    iterations: int
+
+
+class LinearSolver:
+    """Solve a(u, v) = L(v) with Dirichlet conditions; collective on the mesh communicator."""
+
+    def __init__(
+        self,
+        a: fem.Form,
+        L: fem.Form,
+        bcs: list[fem.DirichletBC],
+        petsc_options: dict,
+        name: str = "hybrid",
+    ):
+        self.a, self.L, self.bcs = a, L, bcs
+        self.prefix = f"{name}_{next(_ids)}_"
+        self.A = fem_petsc.create_matrix(a)
+        self.b = fem_petsc.create_vector(fem.extract_function_spaces([L]))
+        self.ksp = PETSc.KSP().create(a.mesh.comm)
+        self.ksp.setOptionsPrefix(self.prefix)
+        self.A.setOptionsPrefix(self.prefix)
+        opts = PETSc.Options()
+        try:
+            for k, v in petsc_options.items():
+                opts[f"{self.prefix}{k}"] = v if not isinstance(v, bool) else str(v).lower()
+            self.ksp.setFromOptions()
+            self.A.setFromOptions()
+        finally:
+            for k in petsc_options:
+                opts.delValue(f"{self.prefix}{k}")
+        self.ksp.setOperators(self.A)
+
+    def solve(self, u: fem.Function) -> SolveResult:
+        """Assemble A and b with the current coefficients and solve into ``u``."""
+        self.A.zeroEntries()
+        fem_petsc.assemble_matrix(self.A, self.a, bcs=self.bcs)
+        self.A.assemble()
+        with self.b.localForm() as bl:
+            bl.set(0.0)
+        fem_petsc.assemble_vector(self.b, self.L)
+        fem_petsc.apply_lifting(self.b, [self.a], bcs=[self.bcs])
+        self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(self.b, self.bcs)
+        try:
+            self.ksp.solve(self.b, u.x.petsc_vec)
+        except PETSc.Error as exc:  # e.g. a zero pivot in a direct solver
+            return SolveResult(False, f"PETSc error {exc.ierr}", -1)
+        u.x.scatter_forward()
+        reason = self.ksp.getConvergedReason()
+        its = self.ksp.getIterationNumber()
+        comm = u.function_space.mesh.comm
+        finite = comm.allreduce(bool(np.all(np.isfinite(u.x.array))), op=_land())
+        if reason < 0:
+            return SolveResult(False, _REASONS.get(reason, str(reason)), its)
+        if not finite:
+            return SolveResult(False, "NaN or Inf in solution", its)
+        return SolveResult(True, _REASONS.get(reason, str(reason)), its)
+
+    def destroy(self) -> None:
+        self.ksp.destroy()
+        self.A.destroy()
+        self.b.destroy()
+
+
+def _land():
+    from mpi4py import MPI
+
+    return MPI.LAND

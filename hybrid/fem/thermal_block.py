@@ -1,0 +1,155 @@
+"""The finite-element half of the thermal block (see :mod:`hybrid.physics.thermal_block`).
+
+Weak form: find u ∈ V_h ⊂ H¹₀(Ω) with Σ_k μ_k ∫_{Ω_k} ∇u·∇v dx = ∫_Ω s v dx for all v.
+κ is a DG0 function whose cell values are set from the block of each cell's midpoint
+(k = ix + B·iy with ix = min(⌊B x⌋, B − 1), so points on a block edge belong to the
+right/upper block); the mesh must resolve the block edges for κ to be exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ufl
+from dolfinx import fem, mesh as dmesh
+from dolfinx.fem import petsc as fem_petsc
+from mpi4py import MPI
+
+from hybrid.case import Case
+from hybrid.fem.mesh import build_mesh
+from hybrid.fem.ordering import StoreOrdering
+from hybrid.fem.solver import LinearSolver, SolveResult
+from hybrid.store import StaticData
+
+
+def block_index(x: np.ndarray, blocks: int) -> np.ndarray:
+    """Block number k = ix + B·iy of points x (shape (n, ≥2)); edges go right/upper."""
+    ix = np.clip(np.floor(x[:, 0] * blocks).astype(int), 0, blocks - 1)
+    iy = np.clip(np.floor(x[:, 1] * blocks).astype(int), 0, blocks - 1)
+    return ix + blocks * iy
+
+
+class ThermalBlockProblem:
+    """Thermal block on a communicator: solve for μ, gather fields, build the static data.
+
+    All methods are collective on ``comm``.
+    """
+
+    def __init__(self, case: Case, comm: MPI.Intracomm):
+        self.case, self.comm = case, comm
+        spec = case.physics
+        self.B = spec.blocks
+        self.mesh = build_mesh(case.mesh, comm, case.mesh_file)
+        msh = self.mesh
+        tdim = msh.topology.dim
+        self.V = fem.functionspace(msh, ("Lagrange", spec.settings.degree))
+        self.Q = fem.functionspace(msh, ("DG", 0))
+        n_cells = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
+        mids = dmesh.compute_midpoints(msh, tdim, np.arange(n_cells, dtype=np.int32))
+        self.cell_block = block_index(mids, self.B).astype(np.int32)
+        self.cell_tags = dmesh.meshtags(msh, tdim, np.arange(n_cells, dtype=np.int32),
+                                        self.cell_block)
+        self.kappa = fem.Function(self.Q, name="kappa")
+        self.source = fem.Constant(msh, float(spec.settings.source))
+        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        self.a = fem.form(ufl.inner(self.kappa * ufl.grad(u), ufl.grad(v)) * ufl.dx)
+        self.L = fem.form(self.source * v * ufl.dx)
+        msh.topology.create_connectivity(tdim - 1, tdim)
+        facets = dmesh.exterior_facet_indices(msh.topology)
+        self.bc_dofs = fem.locate_dofs_topological(self.V, tdim - 1, facets)
+        self.bcs = [fem.dirichletbc(0.0, self.bc_dofs, self.V)]
+        self.solver = LinearSolver(self.a, self.L, self.bcs, case.petsc_options, "tb")
+        self.u = fem.Function(self.V, name="u")
+        self._ordering: StoreOrdering | None = None
+        self._qoi = None
+
+    @property
+    def ordering(self) -> StoreOrdering:
+        if self._ordering is None:
+            self._ordering = StoreOrdering(self.V)
+        return self._ordering
+
+    def set_parameters(self, mu: np.ndarray) -> None:
+        self.kappa.x.array[:] = np.asarray(mu, dtype=float)[self.cell_block]
+
+    def solve(self, mu: np.ndarray) -> SolveResult:
+        """Solve for μ into ``self.u``."""
+        self.set_parameters(mu)
+        return self.solver.solve(self.u)
+
+    # ---------------------------------------------------------------- quantities of interest
+    def _qoi_forms(self) -> dict[str, fem.Form]:
+        v = ufl.TestFunction(self.V)
+        dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
+        area = 1.0 / self.B**2
+        forms = {"mean": fem.form(v * ufl.dx)}
+        for k in range(self.B**2):
+            forms[f"block_mean_{k}"] = fem.form((1.0 / area) * v * dxb(k))
+        return forms
+
+    def qoi_vectors(self) -> dict[str, np.ndarray]:
+        """Owned parts of the linear QoI functionals l (QoI(u) = l·u), one per case QoI."""
+        if self._qoi is None:
+            forms = self._qoi_forms()
+            self._qoi = {}
+            for name in self.case.qoi:
+                b = fem_petsc.assemble_vector(forms[name])
+                b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
+                              mode=fem_petsc.PETSc.ScatterMode.REVERSE)
+                self._qoi[name] = b.getArray().copy()
+                b.destroy()
+        return self._qoi
+
+    def qoi(self) -> np.ndarray:
+        """Values of the case's QoIs for the current solution (the same on all ranks)."""
+        n = self.V.dofmap.index_map.size_local
+        local = np.array([vec @ self.u.x.array[:n] for vec in self.qoi_vectors().values()])
+        return self.comm.allreduce(local)
+
+    # ---------------------------------------------------------------- static data for the store
+    def static_data(self) -> StaticData | None:
+        """Mesh, inner products, affine terms and QoI functionals in store ordering (on root)."""
+        o = self.ordering
+        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
+
+        def mat(form):
+            A = fem_petsc.assemble_matrix(fem.form(form))
+            A.assemble()
+            out = o.gather_matrix(A)
+            A.destroy()
+            return out
+
+        def vec(form):
+            b = fem_petsc.assemble_vector(fem.form(form))
+            b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
+                          mode=fem_petsc.PETSc.ScatterMode.REVERSE)
+            out = o.gather_vector(b)
+            b.destroy()
+            return out
+
+        mass = mat(u * v * ufl.dx)
+        stiffness = mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
+        affine_a = [mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * dxb(k)) for k in range(self.B**2)]
+        f0 = vec(self.source * v * ufl.dx)
+        qoi = [o.gather(l_vec) for l_vec in self.qoi_vectors().values()]
+        dirichlet = o.gather_index_set(self.bc_dofs)
+        cells = o.gather_cells()
+        if self.comm.rank != o.root:
+            return None
+        cell_type = {"triangle": "triangle", "quadrilateral": "quad",
+                     "tetrahedron": "tetra", "hexahedron": "hexahedron"}[
+            self.mesh.topology.cell_name()]
+        return StaticData(
+            points=o.points,
+            cells=cells,
+            cell_type=cell_type,
+            mass=mass,
+            stiffness=stiffness,
+            dirichlet_dofs=dirichlet,
+            affine_a=affine_a,
+            affine_f=f0[None, :],
+            qoi_functionals=np.array(qoi) if qoi else np.zeros((0, o.n_global)),
+        )
+
+    def destroy(self) -> None:
+        self.solver.destroy()

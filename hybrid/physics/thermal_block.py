@@ -1,0 +1,62 @@
+"""The thermal block: the standard model-order-reduction benchmark.
+
+    −∇·(κ(x; μ) ∇u) = s  in Ω = (0, 1)²,   u = 0 on ∂Ω,
+
+with κ = μ_k on block k of a B×B grid of equal blocks, k = ix + B·iy (ix the block column
+from the left, iy the block row from the bottom; a point on a block edge belongs to the
+right/upper block). The problem is affine with Q_a = B² terms θ_k(μ) = μ_k, A_k = ∫_{Ω_k}
+∇u·∇v, and Q_f = 1 term ϑ_0 = 1, f_0 = ∫ s v.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from hybrid.physics.base import PhysicsSettings, PhysicsSpec
+
+
+class ThermalBlockSettings(PhysicsSettings):
+    """Settings of [physics] for model = "thermal_block"."""
+
+    blocks: int = Field(3, ge=1, le=20)
+    source: float = 1.0
+    degree: int = Field(1, ge=1, le=3)
+
+
+class ThermalBlock(PhysicsSpec):
+    """Spec of the thermal block."""
+
+    name = "thermal_block"
+    Settings = ThermalBlockSettings
+    affine = True
+
+    @property
+    def blocks(self) -> int:
+        return self.settings.blocks
+
+    def n_parameters(self) -> int:
+        return self.blocks**2
+
+    def qoi_names(self) -> list[str]:
+        """``mean`` = ∫_Ω u dx; ``block_mean_k`` = (1/|Ω_k|) ∫_{Ω_k} u dx."""
+        return ["mean"] + [f"block_mean_{k}" for k in range(self.blocks**2)]
+
+    def check_consistency(self, case) -> list[tuple[str, str]]:
+        problems = []
+        mesh = case.mesh
+        if mesh.type == "unit_square" and mesh.cells % self.blocks != 0:
+            problems.append(
+                ("mesh.cells", f"must be a multiple of physics.blocks={self.blocks} so the mesh "
+                 f"resolves the block edges, got {mesh.cells}")
+            )
+        if any(p.lower <= 0 for p in case.parameters.parameters):
+            problems.append(("parameters", "conductivities must have lower bound > 0"))
+        return problems
+
+    def theta_a(self, mu: np.ndarray) -> np.ndarray:
+        return np.asarray(mu, dtype=float)
+
+    def theta_f(self, mu: np.ndarray) -> np.ndarray:
+        mu = np.asarray(mu, dtype=float)
+        return np.ones(mu.shape[:-1] + (1,))

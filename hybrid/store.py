@@ -1,0 +1,402 @@
+"""The snapshot store: the contract between the FEM side and the surrogate side.
+
+A store is a directory (format described in docs/store-format.md)::
+
+    STORE/store.json            manifest: format version, case text, parameter space, sizes,
+                                QoI names, solver options, package versions
+    STORE/static.h5             mesh geometry/cells in store ordering, inner-product matrices
+                                (mass, stiffness), affine terms A_q, f_q, Dirichlet dofs,
+                                linear QoI functionals
+    STORE/plan.json             the campaign's sampling plan (method, seed, μ of every sample)
+    STORE/samples/s0000012.h5   one committed sample: μ, status, reason, wall time, field, QoIs
+
+Field values are in the *store ordering*, which does not depend on the number of MPI ranks
+(DOFs sorted by coordinates; see :mod:`hybrid.fem.ordering`). Every file is written to a
+temporary name, flushed with fsync and renamed into place, so a sample is either fully
+committed or absent, whatever moment the writer is killed at. Only numpy and h5py are used
+here: reading a store never needs DOLFINx or MPI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+
+from hybrid.errors import StoreError
+from hybrid.parameters import ParameterSpace
+
+FORMAT = "hybrid-store"
+FORMAT_VERSION = 1
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success fsync it and rename it into place.
+
+    The temporary file starts with ``.tmp-`` so an interrupted write leaves only debris that
+    :func:`clean_debris` removes; ``target`` itself is never seen half-written.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(target: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False))
+
+
+def clean_debris(store: Path) -> int:
+    """Remove temporary files left by interrupted writes; return how many."""
+    n = 0
+    for d in (store, store / "samples"):
+        if d.is_dir():
+            for p in d.glob(".tmp-*"):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def _write_csr(group: h5py.Group, name: str, mat: sp.spmatrix) -> None:
+    m = sp.csr_matrix(mat)
+    g = group.create_group(name)
+    g.create_dataset("data", data=m.data)
+    g.create_dataset("indices", data=m.indices.astype(np.int64))
+    g.create_dataset("indptr", data=m.indptr.astype(np.int64))
+    g.attrs["shape"] = m.shape
+
+
+def _read_csr(group: h5py.Group) -> sp.csr_matrix:
+    return sp.csr_matrix(
+        (group["data"][()], group["indices"][()], group["indptr"][()]),
+        shape=tuple(group.attrs["shape"]),
+    )
+
+
+# ----------------------------------------------------------------------------- static part
+@dataclass
+class StaticData:
+    """Partition-independent data written once per store (all arrays in store ordering).
+
+    Attributes:
+        points: (N, gdim) coordinates of the DOFs (scalar Lagrange: one point per DOF).
+        cells: (C, k) cell connectivity in store DOF indices (for P1 the mesh cells).
+        cell_type: meshio cell type name ("triangle", "quad", "tetra", "hexahedron").
+        mass: (N, N) L² inner-product matrix M_ij = ∫ φ_i φ_j (no boundary conditions).
+        stiffness: (N, N) H¹-seminorm matrix K_ij = ∫ ∇φ_i·∇φ_j (no boundary conditions).
+        dirichlet_dofs: store indices of DOFs fixed by the (homogeneous) Dirichlet condition.
+        affine_a: operator terms A_q (no boundary conditions applied), or [] if not affine.
+        affine_f: (Q_f, N) right-hand-side terms f_q, or an empty array.
+        qoi_functionals: (n_qoi, N) rows l with QoI(u) = l·u for linear QoIs.
+    """
+
+    points: np.ndarray
+    cells: np.ndarray
+    cell_type: str
+    mass: sp.csr_matrix
+    stiffness: sp.csr_matrix
+    dirichlet_dofs: np.ndarray
+    affine_a: list[sp.csr_matrix]
+    affine_f: np.ndarray
+    qoi_functionals: np.ndarray
+
+    @property
+    def n_dofs(self) -> int:
+        return self.points.shape[0]
+
+
+def write_static(target: Path, s: StaticData) -> None:
+    """Write the static part atomically to ``target`` (static.h5)."""
+    with atomic_path(target) as tmp:
+        with h5py.File(tmp, "w") as f:
+            m = f.create_group("mesh")
+            m.create_dataset("points", data=s.points)
+            m.create_dataset("cells", data=s.cells.astype(np.int64))
+            m.attrs["cell_type"] = s.cell_type
+            ip = f.create_group("inner_product")
+            _write_csr(ip, "mass", s.mass)
+            _write_csr(ip, "stiffness", s.stiffness)
+            f.create_dataset("dirichlet_dofs", data=s.dirichlet_dofs.astype(np.int64))
+            a = f.create_group("affine")
+            a.attrs["n_a"] = len(s.affine_a)
+            for q, A in enumerate(s.affine_a):
+                _write_csr(a, f"A_{q}", A)
+            a.create_dataset("f", data=np.asarray(s.affine_f, dtype=float))
+            f.create_dataset("qoi_functionals", data=s.qoi_functionals)
+
+
+def read_static(path: Path) -> StaticData:
+    try:
+        with h5py.File(path, "r") as f:
+            a = f["affine"]
+            return StaticData(
+                points=f["mesh/points"][()],
+                cells=f["mesh/cells"][()],
+                cell_type=str(f["mesh"].attrs["cell_type"]),
+                mass=_read_csr(f["inner_product/mass"]),
+                stiffness=_read_csr(f["inner_product/stiffness"]),
+                dirichlet_dofs=f["dirichlet_dofs"][()],
+                affine_a=[_read_csr(a[f"A_{q}"]) for q in range(int(a.attrs["n_a"]))],
+                affine_f=a["f"][()],
+                qoi_functionals=f["qoi_functionals"][()],
+            )
+    except FileNotFoundError:
+        raise StoreError(f"{path}: static part of the store is missing") from None
+    except (OSError, KeyError) as exc:
+        raise StoreError(f"{path}: static part of the store is unreadable ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- samples
+@dataclass
+class Sample:
+    """One committed sample."""
+
+    index: int
+    mu: np.ndarray
+    status: str
+    reason: str
+    wall_time: float
+    u: np.ndarray | None = None
+    qoi: np.ndarray | None = None
+    run_id: str = ""
+    ranks: int = 1
+    iterations: int = -1
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+def sample_path(store: Path, index: int) -> Path:
+    return Path(store) / "samples" / f"s{index:07d}.h5"
+
+
+def write_sample(store: Path, s: Sample) -> Path:
+    """Commit one sample atomically; return its path."""
+    target = sample_path(store, s.index)
+    with atomic_path(target) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["index"] = s.index
+            f.attrs["status"] = s.status
+            f.attrs["reason"] = s.reason
+            f.attrs["wall_time"] = s.wall_time
+            f.attrs["run_id"] = s.run_id
+            f.attrs["ranks"] = s.ranks
+            f.attrs["iterations"] = s.iterations
+            f.create_dataset("mu", data=np.asarray(s.mu, dtype=float))
+            if s.u is not None:
+                f.create_dataset("u", data=np.asarray(s.u, dtype=float))
+            if s.qoi is not None:
+                f.create_dataset("qoi", data=np.asarray(s.qoi, dtype=float))
+    return target
+
+
+def read_sample(path: Path, *, field: bool = True) -> Sample:
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            return Sample(
+                index=int(a["index"]),
+                mu=f["mu"][()],
+                status=str(a["status"]),
+                reason=str(a["reason"]),
+                wall_time=float(a["wall_time"]),
+                u=f["u"][()] if field and "u" in f else None,
+                qoi=f["qoi"][()] if "qoi" in f else None,
+                run_id=str(a["run_id"]),
+                ranks=int(a["ranks"]),
+                iterations=int(a["iterations"]),
+            )
+    except (OSError, KeyError) as exc:
+        raise StoreError(f"{path}: sample file is unreadable or incomplete ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- reader
+class SnapshotStore:
+    """Read access to a snapshot store (numpy + h5py only).
+
+    Example::
+
+        store = SnapshotStore("runs/thermal_block/store")
+        mu, U = store.snapshots()          # (S, P), (S, N) of the successful samples
+        M = store.static.mass              # scipy.sparse CSR, store ordering
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        mf = self.path / "store.json"
+        if not mf.is_file():
+            raise StoreError(f"{self.path}: not a snapshot store (no store.json)")
+        try:
+            self.manifest = json.loads(mf.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{mf}: manifest is corrupted ({exc})") from None
+        if self.manifest.get("format") != FORMAT:
+            raise StoreError(f"{mf}: not a hybrid store manifest")
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{mf}: store format version {self.manifest.get('format_version')} is not "
+                f"supported (this hybrid reads version {FORMAT_VERSION})"
+            )
+        self._static: StaticData | None = None
+
+    # metadata
+    @property
+    def space(self) -> ParameterSpace:
+        return ParameterSpace.from_dict(self.manifest["parameters"])
+
+    @property
+    def qoi_names(self) -> list[str]:
+        return list(self.manifest["qoi"])
+
+    @property
+    def n_dofs(self) -> int:
+        return int(self.manifest["n_dofs"])
+
+    @property
+    def case_text(self) -> str:
+        return self.manifest["case_text"]
+
+    @property
+    def physics(self) -> dict:
+        return self.manifest["physics"]
+
+    @property
+    def static(self) -> StaticData:
+        if self._static is None:
+            self._static = read_static(self.path / "static.h5")
+        return self._static
+
+    def plan(self) -> dict | None:
+        p = self.path / "plan.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    # samples
+    def sample_files(self) -> list[Path]:
+        d = self.path / "samples"
+        return sorted(d.glob("s*.h5")) if d.is_dir() else []
+
+    def committed_indices(self) -> set[int]:
+        return {int(p.stem[1:]) for p in self.sample_files()}
+
+    def samples(self, *, field: bool = False) -> list[Sample]:
+        return [read_sample(p, field=field) for p in self.sample_files()]
+
+    def snapshots(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (μ, U): parameters (S, P) and fields (S, N) of the successful samples,
+        ordered by sample index."""
+        ok = [s for s in self.samples(field=True) if s.ok]
+        if not ok:
+            return np.zeros((0, self.space.dim)), np.zeros((0, self.n_dofs))
+        return np.array([s.mu for s in ok]), np.array([s.u for s in ok])
+
+    def qois(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (μ, Q): parameters and QoIs (S, n_qoi) of the successful samples."""
+        ok = [s for s in self.samples(field=False) if s.ok]
+        if not ok:
+            return np.zeros((0, self.space.dim)), np.zeros((0, len(self.qoi_names)))
+        return np.array([s.mu for s in ok]), np.array([s.qoi for s in ok])
+
+    def checksum(self) -> str:
+        """SHA-256 over the manifest, static part and committed sample files (sorted)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in [self.path / "store.json", self.path / "static.h5", *self.sample_files()]:
+            h.update(p.name.encode())
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+    def summary(self) -> dict:
+        """What the store holds, as a JSON-able dict (used by ``hybrid info``)."""
+        samples = self.samples(field=False)
+        ok = [s for s in samples if s.ok]
+        failed = [s for s in samples if not s.ok]
+        plan = self.plan()
+        times = np.array([s.wall_time for s in ok]) if ok else np.zeros(0)
+        return {
+            "store": str(self.path),
+            "case": self.manifest.get("case_name"),
+            "physics": self.physics.get("model"),
+            "parameters": self.space.names,
+            "n_dofs": self.n_dofs,
+            "qoi": self.qoi_names,
+            "planned": len(plan["mu"]) if plan else None,
+            "committed": len(samples),
+            "ok": len(ok),
+            "failed": len(failed),
+            "failure_reasons": sorted({s.reason for s in failed}),
+            "solve_time_mean_s": float(times.mean()) if times.size else None,
+            "created": self.manifest.get("created"),
+            "versions": self.manifest.get("versions"),
+        }
+
+
+def init_store(
+    path: str | Path,
+    *,
+    case_name: str,
+    case_text: str,
+    physics: dict,
+    space: ParameterSpace,
+    qoi: list[str],
+    n_dofs: int,
+    solver_options: dict,
+    versions: dict,
+    extra: dict | None = None,
+) -> Path:
+    """Create the store directory and its manifest (store.json) atomically."""
+    import datetime
+
+    path = Path(path)
+    (path / "samples").mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "case_name": case_name,
+        "case_text": case_text,
+        "physics": physics,
+        "parameters": space.to_dict(),
+        "qoi": list(qoi),
+        "n_dofs": int(n_dofs),
+        "solver_options": solver_options,
+        "versions": versions,
+        **(extra or {}),
+    }
+    write_json(path / "store.json", manifest)
+    return path
