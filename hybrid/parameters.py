@@ -11,6 +11,7 @@ random) are drawn in ξ with :mod:`scipy.stats.qmc`, seeded, then mapped to μ.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,7 +112,9 @@ class ParameterSpace:
             raise ParameterError(f"number of samples must be >= 1, got {n}")
         if method == "sobol":
             eng = qmc.Sobol(d=self.dim, scramble=True, seed=seed)
-            xi = eng.random(n)
+            with warnings.catch_warnings():  # prefixes of any length are wanted here
+                warnings.filterwarnings("ignore", message=".*balance properties.*")
+                xi = eng.random(n)
         elif method == "lhs":
             xi = qmc.LatinHypercube(d=self.dim, seed=seed).random(n)
         elif method == "random":

@@ -1,0 +1,338 @@
+"""Parallel, resumable simulation campaigns (collective over the world communicator).
+
+``mpirun -n N hybrid campaign CASE --samples S --ranks-per-sample G``:
+
+* COMM_WORLD is split into N/G groups of G consecutive ranks; every group builds the FEM
+  problem once on its own sub-communicator and solves one sample at a time with domain
+  decomposition over its G ranks.
+* Samples are handed out dynamically: a group leader claims the next pending sample by
+  creating ``STORE/claims/<run id>/<index>`` with O_CREAT|O_EXCL (atomic on POSIX and NFS),
+  so a slow sample never holds the other groups back, and no rank has to serve requests.
+* Each finished sample is committed by its group leader as one file written to a temporary
+  name, fsynced and renamed (:func:`hybrid.store.write_sample`). After a crash — SIGKILL of
+  every rank at any moment included — running the same command again skips the committed
+  samples and solves the rest; a sample is either fully committed or absent.
+* A solve that fails (PETSc divergence, NaN) is committed with status "failed" and its
+  reason; the campaign goes on and its exit code says partial success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.case import Case
+from hybrid.errors import HybridError, StoreError
+from hybrid.store import (
+    STATUS_FAILED,
+    STATUS_OK,
+    Sample,
+    SnapshotStore,
+    clean_debris,
+    init_store,
+    read_sample,
+    sample_path,
+    write_json,
+    write_sample,
+    write_static,
+)
+
+_OWN_FILES = {"store.json", "static.h5", "plan.json", "samples", "claims", "campaign.json",
+              "paraview"}
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign did (meaningful on world rank 0)."""
+
+    store: Path
+    planned: int
+    ok: int
+    failed: int
+    solved_now: int
+    skipped: int
+    wall_time: float
+    failure_reasons: list[str] = field(default_factory=list)
+    paraview: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0: every sample ok; 3: partial success (some samples failed)."""
+        return 0 if self.failed == 0 else 3
+
+
+def _fingerprint(case: Case) -> dict:
+    """The parts of a case that make two stores' snapshots comparable."""
+    return {
+        "mesh": case.mesh.model_dump(),
+        "physics": case.physics.settings.model_dump(),
+        "parameters": case.parameters.to_dict(),
+        "qoi": case.qoi,
+    }
+
+
+def plan_samples(case: Case, n: int) -> np.ndarray:
+    s = case.sampling
+    return case.parameters.sample(n, s.method, s.seed)
+
+
+def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool]:
+    """Check or create the store directory and plan (world rank 0 only).
+
+    Returns the plan (n, P) and whether the static part still has to be written.
+    """
+    if store.exists() and not store.is_dir():
+        raise StoreError(f"{store}: exists and is not a directory")
+    if store.is_dir() and not (store / "store.json").is_file():
+        foreign = [p.name for p in store.iterdir()
+                   if p.name not in _OWN_FILES and not p.name.startswith(".tmp-")]
+        if foreign:
+            raise StoreError(
+                f"{store}: directory exists and is not a snapshot store (holds {foreign[0]!r}); "
+                "refusing to write into it"
+            )
+    if (store / "store.json").is_file():
+        existing = SnapshotStore(store)
+        if existing.manifest.get("fingerprint") != _fingerprint(case):
+            old = existing.manifest.get("fingerprint") or {}
+            new = _fingerprint(case)
+            diff = [k for k in new if old.get(k) != new[k]] or ["format"]
+            raise StoreError(
+                f"{store}: store was made from a different case ({', '.join(diff)} differ); "
+                "use another --store or the original case file"
+            )
+    store.mkdir(parents=True, exist_ok=True)
+    clean_debris(store)
+    plan = plan_samples(case, n)
+    pf = store / "plan.json"
+    if pf.is_file():
+        old = json.loads(pf.read_text())
+        old_mu = np.array(old["mu"], dtype=float).reshape(-1, case.parameters.dim)
+        m = min(len(old_mu), n)
+        same_plan = (old["method"], old["seed"]) == (case.sampling.method, case.sampling.seed)
+        if not same_plan or not np.allclose(old_mu[:m], plan[:m], rtol=1e-13, atol=0):
+            raise StoreError(
+                f"{store}: store holds a different sampling plan (method={old['method']}, "
+                f"seed={old['seed']}, {len(old_mu)} samples); use another --store"
+            )
+        if len(old_mu) > n:
+            plan = old_mu  # keep the longer plan on record; this run does the first n
+    write_json(pf, {"method": case.sampling.method, "seed": case.sampling.seed,
+                    "names": case.parameters.names, "mu": plan.tolist()})
+    return plan[:n], not (store / "static.h5").is_file() or not (store / "store.json").is_file()
+
+
+class _Progress:
+    """Progress bar on world rank 0, fed by a thread that counts committed sample files.
+
+    Counting files keeps the bar live while rank 0's own group is busy solving, and needs no
+    messages from the other groups.
+    """
+
+    def __init__(self, store: Path, todo: set[int], total: int, done: int, enabled: bool):
+        self.store, self.todo, self.stop = store, todo, threading.Event()
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="sample", desc="campaign",
+                            dynamic_ncols=True, mininterval=0.5)
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    def _count(self) -> int:
+        names = {p.name for p in (self.store / "samples").glob("s*.h5")}
+        return sum(sample_path(self.store, i).name in names for i in self.todo)
+
+    def _run(self) -> None:
+        last = 0
+        while not self.stop.wait(0.25):
+            n = self._count()
+            if n > last:
+                self.bar.update(n - last)
+                last = n
+        n = self._count()
+        self.bar.update(n - last)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.stop.set()
+            self.thread.join()
+            self.bar.close()
+
+
+def _claim(claims: Path, index: int) -> bool:
+    try:
+        fd = os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def run_campaign(
+    case: Case,
+    *,
+    samples: int | None = None,
+    ranks_per_sample: int = 1,
+    store: Path | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    paraview: bool = True,
+    comm=None,
+) -> CampaignResult:
+    """Run (or resume) the campaign of ``case``; collective over ``comm`` (default WORLD).
+
+    Args:
+        case: the validated case.
+        samples: number of samples of the plan to complete (default: the case's).
+        ranks_per_sample: G, the ranks that solve one sample together; must divide N.
+        store: store directory (default: the case's ``outputs.store``).
+        retry_failed: solve again the samples recorded as failed.
+        progress: show a progress bar on world rank 0.
+        paraview: write STORE/paraview/snapshots.xdmf at the end.
+        comm: the communicator to use (default MPI.COMM_WORLD).
+
+    Raises:
+        HybridError: on every rank, for user errors (bad G, foreign or mismatched store).
+    """
+    from hybrid.fem import MPI
+    from hybrid.fem.problems import create_problem
+    from hybrid.provenance import fem_versions
+
+    world = comm if comm is not None else MPI.COMM_WORLD
+    t_start = time.perf_counter()
+    n = samples if samples is not None else case.sampling.samples
+    store = Path(store if store is not None else case.store)
+    G = ranks_per_sample
+    if G < 1 or world.size % G != 0:
+        raise HybridError(
+            f"--ranks-per-sample {G} must be >= 1 and divide the number of ranks ({world.size})"
+        )
+    if n < 1:
+        raise HybridError(f"--samples must be >= 1, got {n}")
+
+    # rank 0 checks/creates the store; every rank learns the outcome (no hangs on errors)
+    msg, plan, need_static, run_id, todo = None, None, None, None, None
+    if world.rank == 0:
+        try:
+            plan, need_static = _prepare_store(case, store, n)
+            run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+            done = {}
+            for p in (store / "samples").glob("s*.h5"):
+                i = int(p.stem[1:])
+                if i < n:
+                    done[i] = read_sample(p, field=False).status
+            todo = [i for i in range(n)
+                    if i not in done or (retry_failed and done[i] == STATUS_FAILED)]
+            (store / "claims" / run_id).mkdir(parents=True, exist_ok=True)
+        except HybridError as exc:
+            msg = str(exc)
+    msg, plan, need_static, run_id, todo = world.bcast(
+        (msg, plan, need_static, run_id, todo), root=0)
+    if msg is not None:
+        raise StoreError(msg)
+
+    color = world.rank // G
+    group = world.Split(color, world.rank)
+    leader = group.rank == 0
+    problem = create_problem(case, group) if todo or need_static else None
+
+    if need_static and color == 0:
+        static = problem.static_data()
+        if leader:
+            write_static(store / "static.h5", static)
+            init_store(
+                store,
+                case_name=case.name,
+                case_text=case.text,
+                physics=case.physics.settings.model_dump(),
+                space=case.parameters,
+                qoi=case.qoi,
+                n_dofs=static.n_dofs,
+                solver_options=case.petsc_options,
+                versions=fem_versions(),
+                extra={"fingerprint": _fingerprint(case),
+                       "element": {"family": "Lagrange",
+                                   "degree": case.physics.settings.degree}},
+            )
+    world.Barrier()
+
+    bar = None
+    if world.rank == 0:
+        bar = _Progress(store, set(todo), n, n - len(todo), progress and bool(todo))
+    claims = store / "claims" / run_id
+    solved = 0
+    nxt = 0
+    while True:
+        index = -1
+        if leader:
+            while nxt < len(todo):
+                cand = todo[nxt]
+                nxt += 1
+                if _claim(claims, cand):
+                    index = cand
+                    break
+        index = group.bcast(index, root=0)
+        if index < 0:
+            break
+        mu = plan[index]
+        t0 = time.perf_counter()
+        res = problem.solve(mu)
+        wall = time.perf_counter() - t0
+        u = problem.ordering.gather_function(problem.u) if res.ok else None
+        q = problem.qoi() if res.ok else None
+        if leader:
+            write_sample(store, Sample(
+                index=index, mu=mu, status=STATUS_OK if res.ok else STATUS_FAILED,
+                reason="" if res.ok else res.reason, wall_time=wall, u=u, qoi=q,
+                run_id=run_id, ranks=G, iterations=res.iterations))
+        solved += 1
+    if problem is not None:
+        problem.destroy()
+    solved = world.allreduce(solved if leader else 0)
+    world.Barrier()
+    if bar is not None:
+        bar.close()
+
+    result = None
+    if world.rank == 0:
+        shutil.rmtree(claims, ignore_errors=True)
+        try:
+            (store / "claims").rmdir()
+        except OSError:
+            pass
+        statuses = [read_sample(sample_path(store, i), field=False) for i in range(n)]
+        failed = [s for s in statuses if s.status != STATUS_OK]
+        pv = None
+        if paraview:
+            from hybrid.viz import write_store_xdmf
+
+            pv = write_store_xdmf(SnapshotStore(store), store / "paraview" / "snapshots.xdmf")
+        wall = time.perf_counter() - t_start
+        result = CampaignResult(
+            store=store, planned=n, ok=n - len(failed), failed=len(failed), solved_now=solved,
+            skipped=n - len(todo), wall_time=wall,
+            failure_reasons=sorted({s.reason for s in failed}), paraview=pv)
+        _log_run(store, run_id, world.size, G, result)
+    group.Free()
+    return world.bcast(result, root=0)
+
+
+def _log_run(store: Path, run_id: str, n_ranks: int, G: int, r: CampaignResult) -> None:
+    """Append this run to STORE/campaign.json (provenance of every run of the campaign)."""
+    path = store / "campaign.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+    runs.append({"run_id": run_id, "ranks": n_ranks, "ranks_per_sample": G,
+                 "groups": n_ranks // G, "planned": r.planned, "solved": r.solved_now,
+                 "skipped": r.skipped, "ok": r.ok, "failed": r.failed,
+                 "wall_time_s": round(r.wall_time, 3)})
+    write_json(path, {"runs": runs})
