@@ -45,7 +45,7 @@ from hybrid.store import (
     write_static,
 )
 
-_OWN_FILES = {"store.json", "static.h5", "plan.json", "samples", "claims", "campaign.json",
+_OWN_FILES = {".lock", "store.json", "static.h5", "plan.json", "samples", "claims", "campaign.json",
               "paraview"}
 
 
@@ -80,14 +80,15 @@ def _fingerprint(case: Case) -> dict:
 
 
 def plan_samples(case: Case, n: int) -> np.ndarray:
+    """The first n points of the case's seeded sampling plan, shape (n, P)."""
     s = case.sampling
     return case.parameters.sample(n, s.method, s.seed)
 
 
-def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool]:
-    """Check or create the store directory and plan (world rank 0 only).
+def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, int]:
+    """Check or create the store directory and plan, and lock it (world rank 0 only).
 
-    Returns the plan (n, P) and whether the static part still has to be written.
+    Returns the plan (n, P), whether the static part still has to be written, and the lock.
     """
     if store.exists() and not store.is_dir():
         raise StoreError(f"{store}: exists and is not a directory")
@@ -110,24 +111,47 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool]:
                 "use another --store or the original case file"
             )
     store.mkdir(parents=True, exist_ok=True)
-    clean_debris(store)
-    plan = plan_samples(case, n)
-    pf = store / "plan.json"
-    if pf.is_file():
-        old = json.loads(pf.read_text())
-        old_mu = np.array(old["mu"], dtype=float).reshape(-1, case.parameters.dim)
-        m = min(len(old_mu), n)
-        same_plan = (old["method"], old["seed"]) == (case.sampling.method, case.sampling.seed)
-        if not same_plan or not np.allclose(old_mu[:m], plan[:m], rtol=1e-13, atol=0):
-            raise StoreError(
-                f"{store}: store holds a different sampling plan (method={old['method']}, "
-                f"seed={old['seed']}, {len(old_mu)} samples); use another --store"
-            )
-        if len(old_mu) > n:
-            plan = old_mu  # keep the longer plan on record; this run does the first n
-    write_json(pf, {"method": case.sampling.method, "seed": case.sampling.seed,
-                    "names": case.parameters.names, "mu": plan.tolist()})
-    return plan[:n], not (store / "static.h5").is_file() or not (store / "store.json").is_file()
+    lock = _lock_store(store)
+    try:
+        clean_debris(store)
+        shutil.rmtree(store / "claims", ignore_errors=True)  # claims of killed runs
+        plan = plan_samples(case, n)
+        pf = store / "plan.json"
+        if pf.is_file():
+            old = json.loads(pf.read_text())
+            old_mu = np.array(old["mu"], dtype=float).reshape(-1, case.parameters.dim)
+            m = min(len(old_mu), n)
+            same_plan = (old["method"], old["seed"]) == (case.sampling.method, case.sampling.seed)
+            if not same_plan or not np.allclose(old_mu[:m], plan[:m], rtol=1e-13, atol=0):
+                raise StoreError(
+                    f"{store}: store holds a different sampling plan (method={old['method']}, "
+                    f"seed={old['seed']}, {len(old_mu)} samples); use another --store"
+                )
+            if len(old_mu) > n:
+                plan = old_mu  # keep the longer plan on record; this run does the first n
+        write_json(pf, {"method": case.sampling.method, "seed": case.sampling.seed,
+                        "names": case.parameters.names, "mu": plan.tolist()})
+    except BaseException:
+        os.close(lock)
+        raise
+    need_static = not (store / "static.h5").is_file() or not (store / "store.json").is_file()
+    return plan[:n], need_static, lock
+
+
+def _lock_store(store: Path) -> int:
+    """Take an exclusive flock on STORE/.lock (released by the kernel if the process dies).
+
+    One campaign writes to a store at a time; a second one is refused instead of racing.
+    """
+    import fcntl
+
+    fd = os.open(store / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{store}: another campaign is writing to this store") from None
+    return fd
 
 
 class _Progress:
@@ -221,10 +245,10 @@ def run_campaign(
         raise HybridError(f"--samples must be >= 1, got {n}")
 
     # rank 0 checks/creates the store; every rank learns the outcome (no hangs on errors)
-    msg, plan, need_static, run_id, todo = None, None, None, None, None
+    msg, plan, need_static, run_id, todo, lock = None, None, None, None, None, None
     if world.rank == 0:
         try:
-            plan, need_static = _prepare_store(case, store, n)
+            plan, need_static, lock = _prepare_store(case, store, n)
             run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
             done = {}
             for p in (store / "samples").glob("s*.h5"):
@@ -323,6 +347,7 @@ def run_campaign(
             skipped=n - len(todo), wall_time=wall,
             failure_reasons=sorted({s.reason for s in failed}), paraview=pv)
         _log_run(store, run_id, world.size, G, result)
+        os.close(lock)
     group.Free()
     return world.bcast(result, root=0)
 

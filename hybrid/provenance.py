@@ -25,10 +25,11 @@ def package_versions() -> dict[str, str]:
 
 def fem_versions() -> dict[str, str]:
     """Add the PETSc and MPI library versions (imports the FEM stack; FEM side only)."""
-    import hybrid.fem  # noqa: F401  (orders MPI first)
     import dolfinx
     from mpi4py import MPI
     from petsc4py import PETSc
+
+    import hybrid.fem  # noqa: F401  (orders MPI first)
 
     out = package_versions()
     out["dolfinx"] = dolfinx.__version__

@@ -161,6 +161,7 @@ def write_static(target: Path, s: StaticData) -> None:
 
 
 def read_static(path: Path) -> StaticData:
+    """Read static.h5 (StoreError if missing or unreadable)."""
     try:
         with h5py.File(path, "r") as f:
             a = f["affine"]
@@ -203,6 +204,7 @@ class Sample:
 
 
 def sample_path(store: Path, index: int) -> Path:
+    """Path of sample ``index`` in ``store``."""
     return Path(store) / "samples" / f"s{index:07d}.h5"
 
 
@@ -227,6 +229,7 @@ def write_sample(store: Path, s: Sample) -> Path:
 
 
 def read_sample(path: Path, *, field: bool = True) -> Sample:
+    """Read one committed sample (StoreError naming the file if it is corrupted)."""
     try:
         with h5py.File(path, "r") as f:
             a = f.attrs
@@ -318,8 +321,10 @@ class SnapshotStore:
         return [read_sample(p, field=field) for p in self.sample_files()]
 
     def snapshots(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return (μ, U): parameters (S, P) and fields (S, N) of the successful samples,
-        ordered by sample index."""
+        """Return (μ, U) of the successful samples, ordered by sample index.
+
+        μ has shape (S, P), U has shape (S, N) in store ordering.
+        """
         ok = [s for s in self.samples(field=True) if s.ok]
         if not ok:
             return np.zeros((0, self.space.dim)), np.zeros((0, self.n_dofs))

@@ -13,6 +13,7 @@ from hybrid.fem.thermal_block import ThermalBlockProblem, block_index
 
 from .conftest import small_case_text
 
+
 def mms_errors(comm, n: int, petsc: dict) -> tuple[float, float]:
     """P1 solve of −∇·(κ∇u) = f, κ = 1 + x² + y, u = sin(πx) sin(πy); return (L2, H1) errors."""
     import ufl

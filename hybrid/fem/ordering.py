@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from dolfinx import fem
-from mpi4py import MPI
 from petsc4py import PETSc
 
 
