@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import qmc
 
 from hybrid.errors import ParameterError
 
@@ -110,6 +109,8 @@ class ParameterSpace:
         """
         if n < 1:
             raise ParameterError(f"number of samples must be >= 1, got {n}")
+        from scipy.stats import qmc  # imported here: scipy.stats takes ~1 s to import
+
         if method == "sobol":
             eng = qmc.Sobol(d=self.dim, scramble=True, seed=seed)
             with warnings.catch_warnings():  # prefixes of any length are wanted here
