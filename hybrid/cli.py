@@ -118,7 +118,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:  # click/typer: usage errors (2), typer.Exit(code)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception:
+        _abort_world()
+        raise
     return 0
+
+
+def _abort_world() -> None:
+    """Print the traceback and abort every rank of COMM_WORLD.
+
+    A bug on one rank must not leave the other ranks spinning in a collective forever.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and mpi.COMM_WORLD.size > 1:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        mpi.COMM_WORLD.Abort(1)
 
 
 if __name__ == "__main__":
