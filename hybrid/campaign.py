@@ -37,6 +37,7 @@ from hybrid.store import (
     Sample,
     SnapshotStore,
     clean_debris,
+    fsync_dir,
     init_store,
     read_sample,
     sample_path,
@@ -193,43 +194,6 @@ class _Progress:
             self.bar.close()
 
 
-class _Writer:
-    """Commit samples from a background thread (at most two samples wait in memory).
-
-    The fsync of sample k then overlaps the solve of sample k+1.
-
-    A sample still in the queue when the process is killed is simply absent from the store,
-    exactly as if its solve had not finished.
-    """
-
-    def __init__(self, store: Path):
-        import queue
-
-        self.store = store
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (sample := self.queue.get()) is not None:
-            try:
-                write_sample(self.store, sample)
-            except BaseException as exc:  # surfaced in put()/close() on the main thread
-                self.error = exc
-
-    def put(self, sample: Sample) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(sample)
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
 def _claim(claims: Path, index: int) -> bool:
     try:
         fd = os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -331,7 +295,6 @@ def run_campaign(
     if world.rank == 0:
         bar = _Progress(store, set(todo), n, n - len(todo), progress and bool(todo))
     claims = store / "claims" / run_id
-    writer = _Writer(store) if leader else None
     solved = 0
     nxt = 0
     while True:
@@ -353,15 +316,15 @@ def run_campaign(
         u = problem.ordering.gather_function(problem.u) if res.ok else None
         q = problem.qoi() if res.ok else None
         if leader:
-            writer.put(Sample(
+            write_sample(store, Sample(
                 index=index, mu=mu, status=STATUS_OK if res.ok else STATUS_FAILED,
                 reason="" if res.ok else res.reason, wall_time=wall, u=u, qoi=q,
                 run_id=run_id, ranks=G, iterations=res.iterations))
         solved += 1
-    if writer is not None:
-        writer.close()
     if problem is not None:
         problem.destroy()
+    if leader:
+        fsync_dir(store / "samples")
     solved = world.allreduce(solved if leader else 0)
     world.Barrier()
     if bar is not None:

@@ -41,6 +41,11 @@ STATUS_FAILED = "failed"
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def fsync_dir(path: Path) -> None:
+    """Make the directory entries of ``path`` durable."""
+    _fsync_dir(path)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -50,11 +55,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
+def atomic_path(target: Path, *, sync_dir: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success fsync it and rename it into place.
 
     The temporary file starts with ``.tmp-`` so an interrupted write leaves only debris that
-    :func:`clean_debris` removes; ``target`` itself is never seen half-written.
+    :func:`clean_debris` removes; ``target`` itself is never seen half-written. The data are
+    fsynced before the rename; with ``sync_dir=False`` the directory entry is not, so after a
+    power loss (not a process kill) the file may be absent — never partial. Campaigns use this
+    for samples and fsync the directory once at the end of a run.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
-        _fsync_dir(target.parent)
+        if sync_dir:
+            _fsync_dir(target.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -211,7 +220,7 @@ def sample_path(store: Path, index: int) -> Path:
 def write_sample(store: Path, s: Sample) -> Path:
     """Commit one sample atomically; return its path."""
     target = sample_path(store, s.index)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, sync_dir=False) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["index"] = s.index
             f.attrs["status"] = s.status
