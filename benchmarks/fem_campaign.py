@@ -1,6 +1,6 @@
 """FEM campaign benchmark → JSON (not a timed test).
 
-Measures, in one run, on the thermal block (default 3×3 blocks, 150×150 cells, P1, MUMPS):
+Measures, in one run, on the thermal block (default 3×3 blocks, 300×300 cells, P1, MUMPS):
   * time per solve;
   * the overhead of ``hybrid campaign`` (1 rank) against a bare DOLFINx loop doing the same
     solves (benchmarks/bare_loop.py: LinearProblem, same options, nothing written);
@@ -66,10 +66,10 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cells", type=int, default=150)
+    ap.add_argument("--cells", type=int, default=300)
     ap.add_argument("--blocks", type=int, default=3)
-    ap.add_argument("--s1", type=int, default=32)
-    ap.add_argument("--s2", type=int, default=128)
+    ap.add_argument("--s1", type=int, default=12)
+    ap.add_argument("--s2", type=int, default=44)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fem_campaign.json")
     a = ap.parse_args()
