@@ -77,6 +77,7 @@ def _fingerprint(case: Case) -> dict:
         "physics": case.physics.settings.model_dump(),
         "parameters": case.parameters.to_dict(),
         "qoi": case.qoi,
+        "observations": case.observations.model_dump(),
     }
 
 
@@ -286,6 +287,7 @@ def run_campaign(
                 solver_options=case.petsc_options,
                 versions=fem_versions(),
                 extra={"fingerprint": _fingerprint(case),
+                       "observations": case.observations.names(),
                        "element": {"family": "Lagrange",
                                    "degree": case.physics.settings.degree}},
             )

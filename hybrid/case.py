@@ -9,6 +9,7 @@ A case file is data (see docs/case-format.md)::
     [sampling]    method = "sobol" | "lhs" | "random", samples, seed
     [solver]      petsc = { ksp_type = ..., ... }              (PETSc options)
     [outputs]     store, qoi
+    [observations] points = [[x, y], …], grid = n, averages = { name = [x0, y0, x1, y1] }
 
 Every problem is reported as one line ``FILE: key: what was expected`` through
 :class:`hybrid.errors.CaseError`. Relative mesh paths are resolved against the case file's
@@ -94,6 +95,40 @@ class OutputsSection(BaseModel):
     qoi: list[str] = Field(default_factory=lambda: ["mean"])
 
 
+class ObservationsSection(BaseModel):
+    """Observation operators: point sensors and box averages (all linear in u)."""
+
+    model_config = _STRICT
+    points: list[list[float]] = Field(default_factory=list)
+    grid: int | None = Field(None, ge=1, le=100)
+    averages: dict[str, list[float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        for k, p in enumerate(self.points):
+            if len(p) not in (2, 3):
+                raise ValueError(f"points[{k}] must have 2 or 3 coordinates, got {p}")
+        for name, box in self.averages.items():
+            if len(box) not in (4, 6):
+                raise ValueError(f"averages.{name} must be [x0, y0, x1, y1], got {box}")
+            d = len(box) // 2
+            if any(box[i] >= box[i + d] for i in range(d)):
+                raise ValueError(f"averages.{name}: lower corner must be below upper corner")
+        return self
+
+    def sensors(self) -> list[tuple[str, list[float]]]:
+        """Point sensors in order: explicit points p0…, then the grid's (row by row)."""
+        out = [(f"p{k}", list(p)) for k, p in enumerate(self.points)]
+        if self.grid:
+            n = self.grid
+            out += [(f"p{len(self.points) + i + n * j}", [(i + 0.5) / n, (j + 0.5) / n])
+                    for j in range(n) for i in range(n)]
+        return out
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.sensors()] + list(self.averages)
+
+
 class CaseFile(BaseModel):
     model_config = _STRICT
     case: CaseMeta = Field(default_factory=CaseMeta)
@@ -103,6 +138,7 @@ class CaseFile(BaseModel):
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     solver: SolverSection = Field(default_factory=SolverSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
+    observations: ObservationsSection = Field(default_factory=ObservationsSection)
 
 
 @dataclass
@@ -120,6 +156,7 @@ class Case:
     petsc_options: dict[str, str | int | float | bool]
     store: Path
     qoi: list[str] = field(default_factory=list)
+    observations: ObservationsSection = field(default_factory=ObservationsSection)
 
     @property
     def mesh_file(self) -> Path | None:
@@ -205,6 +242,7 @@ def parse_case(text: str, path: Path) -> Case:
         petsc_options=dict(cf.solver.petsc),
         store=Path(cf.outputs.store or f"runs/{name}/store"),
         qoi=list(cf.outputs.qoi),
+        observations=cf.observations,
     )
     for key, problem in spec.check_consistency(case):
         raise CaseError(f"{path}: {key}: {problem}")

@@ -143,6 +143,7 @@ class StaticData:
     affine_a: list[sp.csr_matrix]
     affine_f: np.ndarray
     qoi_functionals: np.ndarray
+    observation_functionals: np.ndarray | None = None
 
     @property
     def n_dofs(self) -> int:
@@ -167,6 +168,8 @@ def write_static(target: Path, s: StaticData) -> None:
                 _write_csr(a, f"A_{q}", A)
             a.create_dataset("f", data=np.asarray(s.affine_f, dtype=float))
             f.create_dataset("qoi_functionals", data=s.qoi_functionals)
+            if s.observation_functionals is not None:
+                f.create_dataset("observation_functionals", data=s.observation_functionals)
 
 
 def read_static(path: Path) -> StaticData:
@@ -184,6 +187,8 @@ def read_static(path: Path) -> StaticData:
                 affine_a=[_read_csr(a[f"A_{q}"]) for q in range(int(a.attrs["n_a"]))],
                 affine_f=a["f"][()],
                 qoi_functionals=f["qoi_functionals"][()],
+                observation_functionals=(f["observation_functionals"][()]
+                                         if "observation_functionals" in f else None),
             )
     except FileNotFoundError:
         raise StoreError(f"{path}: static part of the store is missing") from None
@@ -299,6 +304,10 @@ class SnapshotStore:
     @property
     def n_dofs(self) -> int:
         return int(self.manifest["n_dofs"])
+
+    @property
+    def observation_names(self) -> list[str]:
+        return list(self.manifest.get("observations", []))
 
     @property
     def case_text(self) -> str:

@@ -67,3 +67,24 @@ def test_one_rank_and_two_ranks_agree_in_store_ordering(solver):
     assert np.allclose(q_par, ser.qoi(), rtol=1e-9)
     par.destroy()
     ser.destroy()
+
+
+def test_observations_parallel_equal_serial():
+    from mpi4py import MPI
+
+    text = small_case_text(cells=12, blocks=2) + (
+        "\n[observations]\ngrid = 4\npoints = [[0.5, 0.5], [0.25, 0.5]]\n"
+        "averages = { top = [0.0, 0.5, 1.0, 1.0] }\n")
+    case = parse_case(text, Path("t.toml"))
+    mu = np.array([0.3, 0.8, 0.15, 0.6])
+    par = ThermalBlockProblem(case, MPI.COMM_WORLD)
+    ser = ThermalBlockProblem(case, MPI.COMM_SELF)
+    assert par.solve(mu).ok and ser.solve(mu).ok
+    y_par, y_ser = par.observe(), ser.observe()
+    assert y_par.shape == (19,)
+    assert np.allclose(y_par, y_ser, rtol=1e-12, atol=1e-15)
+    rows_par = par.observation_rows()
+    if MPI.COMM_WORLD.rank == 0:
+        assert np.allclose(rows_par, ser.observation_rows(), atol=1e-14)
+    par.destroy()
+    ser.destroy()

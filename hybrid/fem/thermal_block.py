@@ -62,6 +62,7 @@ class ThermalBlockProblem:
         self.u = fem.Function(self.V, name="u")
         self._ordering: StoreOrdering | None = None
         self._qoi = None
+        self._obs = None
 
     @property
     def ordering(self) -> StoreOrdering:
@@ -133,6 +134,7 @@ class ThermalBlockProblem:
         affine_a = [mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * dxb(k)) for k in range(self.B**2)]
         f0 = vec(self.source * v * ufl.dx)
         qoi = [o.gather(l_vec) for l_vec in self.qoi_vectors().values()]
+        obs = self.observation_rows()
         dirichlet = o.gather_index_set(self.bc_dofs)
         cells = o.gather_cells()
         if self.comm.rank != o.root:
@@ -150,7 +152,35 @@ class ThermalBlockProblem:
             affine_a=affine_a,
             affine_f=f0[None, :],
             qoi_functionals=np.array(qoi) if qoi else np.zeros((0, o.n_global)),
+            observation_functionals=obs,
         )
+
+    def observation_rows(self) -> np.ndarray | None:
+        """(n_obs, N) rows L with y = L u in store ordering, on root (None elsewhere)."""
+        from hybrid.fem.observations import box_average_rows, point_rows
+
+        if self._obs is None:
+            ob = self.case.observations
+            sensors = ob.sensors()
+            parts = []
+            if sensors:
+                pts = np.array([p for _, p in sensors], dtype=float)
+                parts.append(point_rows(self.V, self.ordering, pts, f"{self.case.path}"))
+            if ob.averages:
+                parts.append(box_average_rows(self.V, self.ordering, list(ob.averages.values())))
+            if self.comm.rank == self.ordering.root:
+                self._obs = (np.vstack(parts) if parts
+                             else np.zeros((0, self.ordering.n_global)))
+            else:
+                self._obs = np.zeros((0, 0))
+        return self._obs if self.comm.rank == self.ordering.root else None
+
+    def observe(self) -> np.ndarray:
+        """Observations of the current solution (the same on all ranks)."""
+        rows = self.observation_rows()
+        u = self.ordering.gather_function(self.u)
+        y = rows @ u if u is not None else None
+        return self.comm.bcast(y, root=self.ordering.root)
 
     def destroy(self) -> None:
         self.solver.destroy()
