@@ -45,6 +45,8 @@ class ThermalBlock(PhysicsSpec):
     def check_consistency(self, case) -> list[tuple[str, str]]:
         problems = []
         mesh = case.mesh
+        if mesh.type == "unit_cube" or mesh.gdim != 2:
+            problems.append(("mesh.type", "the thermal block is posed on the unit square"))
         if mesh.type == "unit_square" and mesh.cells % self.blocks != 0:
             problems.append(
                 ("mesh.cells", f"must be a multiple of physics.blocks={self.blocks} so the mesh "
