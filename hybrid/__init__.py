@@ -1,5 +1,4 @@
-"""hybrid: FEM (DOLFINx, MPI) + reduced-order neural surrogates (PyTorch) for fast,
-FEM-confirmed parameter estimation.
+"""hybrid: FEM + reduced-order neural surrogates for FEM-confirmed parameter estimation.
 
 The top-level names are imported lazily, so ``import hybrid`` pulls in neither DOLFINx nor
 torch: ``hybrid.Surrogate`` needs numpy + torch only, ``hybrid.run_campaign`` the FEM stack.
