@@ -38,6 +38,9 @@ FORMAT = "hybrid-store"
 FORMAT_VERSION = 1
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+#: Samples added outside a campaign plan (the coupler's enrichment) are numbered from here,
+#: so they never collide with a campaign plan, however far it grows.
+ENRICHMENT_BASE = 5_000_000
 
 
 # ----------------------------------------------------------------------------- atomic writes

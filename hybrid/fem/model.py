@@ -1,0 +1,103 @@
+"""The high-fidelity model as inference sees it: μ ↦ observations, fields and QoIs.
+
+Wraps a case's FEM problem on a communicator, counts solves and the time spent in them,
+and can commit a solved state to a snapshot store (the coupler's enrichment step) through
+the same atomic writer as campaigns. Collective on ``comm``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.case import Case
+from hybrid.errors import HybridError
+
+
+class SolveFailed(HybridError):
+    """The FEM solve at a parameter did not converge."""
+
+    exit_code = 3
+
+
+@dataclass
+class FEMState:
+    """One FEM solve: observations and QoIs on every rank, the field on the root rank."""
+
+    mu: np.ndarray
+    ok: bool
+    reason: str
+    wall_time: float
+    observations: np.ndarray | None
+    qoi: np.ndarray | None
+    u: np.ndarray | None
+    iterations: int
+
+
+class FEMModel:
+    """μ ↦ FEM solution of ``case`` on ``comm`` (default COMM_WORLD)."""
+
+    def __init__(self, case: Case, comm=None):
+        from hybrid.fem import MPI
+        from hybrid.fem.problems import create_problem
+
+        self.case = case
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.problem = create_problem(case, self.comm)
+        self.n_solves = 0
+        self.time = 0.0
+
+    @property
+    def observation_names(self) -> list[str]:
+        return self.case.observations.names()
+
+    def solve(self, mu: np.ndarray, *, field: bool = True) -> FEMState:
+        """Solve at μ (checked against the parameter box); never raises on divergence."""
+        mu = self.case.parameters.check(mu)
+        t0 = time.perf_counter()
+        res = self.problem.solve(mu)
+        wall = time.perf_counter() - t0
+        self.n_solves += 1
+        self.time += wall
+        obs = qoi = u = None
+        if res.ok:
+            obs = self.problem.observe() if self.observation_names else np.zeros(0)
+            qoi = self.problem.qoi()
+            if field:
+                u = self.problem.ordering.gather_function(self.problem.u)
+        return FEMState(mu, res.ok, res.reason, wall, obs, qoi, u, res.iterations)
+
+    def observe(self, mu: np.ndarray) -> np.ndarray:
+        """Observations at μ; raises :class:`SolveFailed` if the solve fails."""
+        s = self.solve(mu, field=False)
+        if not s.ok:
+            raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: {s.reason}")
+        return s.observations
+
+    def commit(self, store: Path, state: FEMState, run_id: str = "coupler") -> int | None:
+        """Add a solved state to ``store`` as a new sample (root rank); return its index."""
+        from hybrid.store import (
+            ENRICHMENT_BASE,
+            STATUS_FAILED,
+            STATUS_OK,
+            Sample,
+            SnapshotStore,
+            write_sample,
+        )
+
+        index = None
+        if self.comm.rank == 0:
+            index = max(ENRICHMENT_BASE, max(SnapshotStore(store).committed_indices(),
+                                             default=-1) + 1)
+            write_sample(Path(store), Sample(
+                index=index, mu=state.mu, status=STATUS_OK if state.ok else STATUS_FAILED,
+                reason="" if state.ok else state.reason, wall_time=state.wall_time,
+                u=state.u, qoi=state.qoi, run_id=run_id, ranks=self.comm.size,
+                iterations=state.iterations))
+        return self.comm.bcast(index, root=0)
+
+    def close(self) -> None:
+        self.problem.destroy()
