@@ -108,6 +108,16 @@ def info(
         print(f"{k:<{w}}  {v}")
 
 
+def _register_surrogate_commands() -> None:
+    from hybrid.surrogate_cli import query_command, train_command
+
+    app.command("train")(train_command)
+    app.command("query")(query_command)
+
+
+_register_surrogate_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:

@@ -1,0 +1,275 @@
+"""From a snapshot store to a surrogate: split, POD, reduction, training, metrics.
+
+:func:`build_surrogate` is what ``hybrid train`` runs::
+
+    from hybrid.surrogate.build import BuildOptions, build_surrogate
+    s, report = build_surrogate("runs/thermal_block/store", BuildOptions(modes=30))
+    s.save("runs/thermal_block/surrogate")
+
+Steps: read the successful snapshots; hold out a seeded validation split; POD of the
+training part in the FEM inner product; project the affine operators (reductor) and build
+the residual-based error estimator; for POD-NN, train the network on the projection
+coefficients, with the physics-informed term on Sobol collocation points for affine
+models; measure on the validation split the POD projection error, the Galerkin error and
+the surrogate's error against the number of modes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.surrogate.errors import SurrogateError
+from hybrid.surrogate.pod import norms, pod, projection_errors
+from hybrid.surrogate.reductor import (
+    build_estimator,
+    galerkin_solve,
+    inner_product,
+    reduce_operators,
+)
+from hybrid.surrogate.training import TrainingConfig
+
+KINDS = ("pod-nn", "galerkin")
+
+
+@dataclass
+class BuildOptions:
+    """What to build.
+
+    Attributes:
+        kind: ``"pod-nn"`` (network) or ``"galerkin"`` (reduced Galerkin model; affine only).
+        modes: keep at most this many POD modes.
+        energy: keep the fewest modes that capture this fraction of the snapshot energy.
+        inner_product: ``"auto"`` (``"energy"`` for affine models, else ``"h1"``), ``"energy"``,
+            ``"h1"``, ``"h10"`` or ``"l2"``.
+        pod_method: ``"auto"``, ``"qr"``, ``"snapshots"`` or ``"randomized"``.
+        mu_ref: reference parameter μ̄ of the energy norm and the coercivity bound (default:
+            (1, …, 1) if inside the box, else the box centre).
+        amplitude: scale network outputs by the one-mode Galerkin amplitude (``"auto"``: for
+            affine models where it is well defined).
+        training: network and optimiser settings.
+    """
+
+    kind: str = "pod-nn"
+    modes: int | None = None
+    energy: float | None = 1.0 - 1e-10
+    inner_product: str = "auto"
+    pod_method: str = "auto"
+    mu_ref: list[float] | None = None
+    amplitude: str | bool = "auto"
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["training"] = self.training.to_dict()
+        return d
+
+
+def _spec(physics: dict):
+    from hybrid.physics import get_spec
+
+    try:
+        cls = get_spec(physics["model"])
+    except KeyError:
+        return None
+    return cls(cls.Settings.model_validate(physics))
+
+
+def _split(S: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n_val = int(round(fraction * S)) if S >= 5 else 0
+    perm = np.random.default_rng(seed).permutation(S)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def default_mu_ref(space) -> np.ndarray:
+    """(1, …, 1) if it lies in the box (θ_q = μ_q models: X = Σ A_q), else the centre."""
+    ones = np.ones(space.dim)
+    if np.all(ones >= space.lower) and np.all(ones <= space.upper):
+        return ones
+    return space.from_unit(np.full(space.dim, 0.5))
+
+
+def amplitude(theta_a: np.ndarray, theta_f: np.ndarray, A: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """One-mode Galerkin amplitude a(μ) = f_r(μ)₁ / A_r(μ)₁₁ (batched)."""
+    return (theta_f @ f[:, 0]) / (theta_a @ A[:, 0, 0])
+
+
+def build_surrogate(store_path: str | Path, options: BuildOptions | None = None):
+    """Build a surrogate from a store; return (Surrogate, report dict)."""
+    from hybrid.provenance import package_versions
+    from hybrid.store import SnapshotStore
+    from hybrid.surrogate.surrogate import Surrogate
+
+    opt = options or BuildOptions()
+    if opt.kind not in KINDS:
+        raise SurrogateError(f"unknown surrogate kind {opt.kind!r}; expected one of {KINDS}")
+    if opt.kind == "pod-nn":
+        opt.training.check()
+    t_start = time.perf_counter()
+    store = SnapshotStore(store_path)
+    space = store.space
+    mu, U = store.snapshots()
+    S = mu.shape[0]
+    if S < 2:
+        raise SurrogateError(f"{store.path}: {S} successful snapshot(s); a surrogate needs at "
+                             "least 2")
+    static = store.static
+    spec = _spec(store.physics)
+    affine = bool(static.affine_a) and spec is not None and spec.affine
+    D = np.asarray(static.dirichlet_dofs, dtype=int)
+    if D.size and np.abs(U[:, D]).max() > 1e-10 * max(np.abs(U).max(), 1e-300):
+        raise SurrogateError(f"{store.path}: snapshots are not zero on the Dirichlet DOFs; "
+                             "non-homogeneous boundary conditions are not supported")
+    if opt.kind == "galerkin" and not affine:
+        raise SurrogateError("a Galerkin surrogate needs an affine model (A_q, f_q in the "
+                             "store and θ_q from the physics spec)")
+    mu_ref = np.asarray(opt.mu_ref, dtype=float) if opt.mu_ref is not None \
+        else default_mu_ref(space)
+    if mu_ref.shape != (space.dim,):
+        raise SurrogateError(f"mu_ref must have {space.dim} values, got {mu_ref.shape}")
+    theta_ref = spec.theta_a(mu_ref) if affine else None
+    ip = opt.inner_product if opt.inner_product != "auto" else ("energy" if affine else "h1")
+    X = inner_product(static, ip, theta_ref)
+    cfg = opt.training
+
+    # ---- split and POD of the training part
+    ti, vi = _split(S, cfg.validation_fraction, cfg.seed)
+    t0 = time.perf_counter()
+    P = pod(U[ti], X, modes=opt.modes, energy=opt.energy, method=opt.pod_method,
+            seed=cfg.seed)
+    t_pod = time.perf_counter() - t0
+    modes = P.modes
+    n = P.n_modes
+    XPhi = np.asarray(X @ modes.T)                      # (N, n)
+    coef = U @ XPhi                                     # projection coefficients (S, n)
+    report: dict = {"snapshots": S, "train": int(ti.size), "validation": int(vi.size),
+                    "n_modes": n, "inner_product": ip, "pod_method": P.method,
+                    "energy_captured": P.energy_fraction(), "pod_time_s": t_pod}
+
+    # ---- reduction and estimator
+    reduced: dict[str, np.ndarray] = {"singular_values": P.singular_values}
+    ops = est = None
+    t0 = time.perf_counter()
+    if affine:
+        X_E = inner_product(static, "energy", theta_ref)
+        ops = reduce_operators(static, modes, X_E)
+        est = build_estimator(static, modes, theta_ref, mu_ref)
+        reduced.update(A=ops.A, f=ops.f, qoi=ops.qoi, observations=ops.observations,
+                       gram=ops.gram, R_f=est.R_f, R_a=est.R_a, theta_ref=est.theta_ref,
+                       mu_ref=est.mu_ref)
+    else:
+        reduced.update(qoi=np.atleast_2d(static.qoi_functionals).reshape(-1, U.shape[1])
+                       @ modes.T)
+        obs = static.observation_functionals
+        reduced["observations"] = (np.zeros((0, n)) if obs is None or np.size(obs) == 0
+                                   else np.atleast_2d(obs) @ modes.T)
+        reduced["gram"] = modes @ XPhi
+    report["reduction_time_s"] = time.perf_counter() - t0
+
+    # ---- network
+    network_arrays: dict[str, np.ndarray] = {}
+    net_config = None
+    train_info: dict = {}
+    use_amp = False
+    if opt.kind == "pod-nn":
+        from hybrid.surrogate.training import TrainingData, train_network
+
+        if affine and opt.amplitude in ("auto", True):
+            mu_c_probe = np.vstack([mu, space.sample(256, "sobol", cfg.seed + 1)])
+            a = amplitude(spec.theta_a(mu_c_probe), spec.theta_f(mu_c_probe), ops.A, ops.f)
+            ok = np.all(np.isfinite(a)) and (np.all(a > 0) or np.all(a < 0)) and \
+                np.abs(a).min() > 1e-6 * np.abs(a).max()
+            if opt.amplitude is True and not ok:
+                raise SurrogateError("the one-mode Galerkin amplitude is not well defined for "
+                                     "this model (changes sign or vanishes); use no amplitude")
+            use_amp = bool(ok)
+        elif opt.amplitude is True:
+            raise SurrogateError("the amplitude needs an affine model")
+
+        def amp(m):
+            return amplitude(spec.theta_a(m), spec.theta_f(m), ops.A, ops.f) if use_amp \
+                else None
+
+        data = TrainingData(mu_train=mu[ti], c_train=coef[ti], mu_val=mu[vi], c_val=coef[vi],
+                            lower=space.lower, upper=space.upper, log_mask=space.log_mask,
+                            amp_train=amp(mu[ti]), amp_val=amp(mu[vi]))
+        if cfg.physics_informed and affine:
+            mu_c = space.sample(cfg.collocation, "sobol", cfg.seed + 1)
+            th_a, th_f = spec.theta_a(mu_c), spec.theta_f(mu_c)
+            data.mu_colloc, data.amp_colloc = mu_c, amp(mu_c)
+            data.theta_a, data.theta_f = th_a, th_f
+            data.A, data.f, data.gram = ops.A, ops.f, ops.gram
+            if cfg.residual_norm == "error":
+                data.c_colloc = galerkin_solve(ops, th_a, th_f)
+        res = train_network(data, cfg)
+        network_arrays = {k: v.detach().cpu().numpy()
+                          for k, v in res.network.state_dict().items()}
+        net_config = dict(res.network.config)
+        train_info = {"wall_time_s": res.wall_time, "device": res.device,
+                      "world_size": res.world_size, "best_validation": res.best_validation,
+                      "physics_informed": bool(cfg.physics_informed and affine),
+                      "history": res.history}
+        report["training_time_s"] = res.wall_time
+        report["device"] = res.device
+
+    meta = {
+        "kind": opt.kind,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "case_name": store.manifest.get("case_name"),
+        "case_text": store.manifest.get("case_text", ""),
+        "physics": store.physics,
+        "parameters": space.to_dict(),
+        "qoi": store.qoi_names,
+        "observations": store.observation_names,
+        "n_dofs": int(U.shape[1]),
+        "n_modes": int(n),
+        "affine": affine,
+        "amplitude": use_amp,
+        "store": {"path": str(store.path), "checksum": store.checksum(), "snapshots": S,
+                  "train_indices": ti.tolist(), "validation_indices": vi.tolist()},
+        "pod": {"inner_product": ip, "method": P.method, "energy_captured": P.energy_fraction(),
+                "requested_modes": opt.modes, "requested_energy": opt.energy},
+        "estimator": {"available": est is not None, "norm": "energy at mu_ref",
+                      "mu_ref": mu_ref.tolist()},
+        "network": net_config,
+        "options": opt.to_dict(),
+        "training": train_info,
+        "versions": package_versions(),
+    }
+    groups = {"basis": {"modes": modes}, "reduced": reduced, "network": network_arrays}
+    sur = Surrogate(meta, groups)
+
+    # ---- metrics on the validation split
+    metrics: dict = {}
+    if vi.size:
+        Uv = U[vi]
+        ranks = np.arange(1, n + 1)
+        pe = projection_errors(modes, Uv, X, ranks)
+        metrics["ranks"] = ranks.tolist()
+        metrics["projection_error_mean"] = pe.mean(axis=1).tolist()
+        metrics["projection_error_max"] = pe.max(axis=1).tolist()
+        ref = norms(Uv, X)
+        if affine:
+            th_a, th_f = spec.theta_a(mu[vi]), spec.theta_f(mu[vi])
+            ge = []
+            for m in ranks:
+                sub_ops = type(ops)(A=ops.A[:, :m, :m], f=ops.f[:, :m], qoi=ops.qoi[:, :m],
+                                    observations=ops.observations[:, :m],
+                                    gram=ops.gram[:m, :m])
+                c = galerkin_solve(sub_ops, th_a, th_f)
+                ge.append(norms(Uv - c @ modes[:m], X) / ref)
+            ge = np.array(ge)
+            metrics["galerkin_error_mean"] = ge.mean(axis=1).tolist()
+            metrics["galerkin_error_max"] = ge.max(axis=1).tolist()
+        e = norms(Uv - sur.field(mu[vi], extrapolate=True), X) / ref
+        metrics["surrogate_error_mean"] = float(e.mean())
+        metrics["surrogate_error_max"] = float(e.max())
+    meta["metrics"] = metrics
+    report["metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    report["wall_time_s"] = time.perf_counter() - t_start
+    meta["build_time_s"] = report["wall_time_s"]
+    return Surrogate(meta, groups), report
