@@ -1,5 +1,6 @@
 # hybrid — set-up and the two everyday commands.
-#   make demo   set up (if needed) and run the default thermal-block campaign under mpirun -n 2
+#   make demo   set up (if needed), run the thermal-block campaign under mpirun -n 2, train a
+#               surrogate on its store and query it
 #   make test   set up (if needed) and run all tests: serial pytest, then the MPI tests on 2 ranks
 # The virtual environment lives in $(HYBRID_CACHE)/venv-<hash of the pins> and is linked as .venv;
 # it is rebuilt only when the pins in pyproject.toml change.
@@ -20,6 +21,9 @@ setup:
 
 demo: setup
 	$(MPIRUN) -n 2 $(VENV)/bin/hybrid campaign cases/thermal_block.toml --ranks-per-sample 1
+	$(VENV)/bin/hybrid train runs/thermal_block/store --out runs/thermal_block/surrogate \
+	    --epochs 200 --lbfgs 300
+	$(VENV)/bin/hybrid query runs/thermal_block/surrogate --mu 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
 
 test: setup
 	$(MAKE) --no-print-directory test-serial test-mpi
