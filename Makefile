@@ -39,6 +39,7 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/fem_campaign.py --out benchmarks/results/fem_campaign.json
+	$(PY) benchmarks/surrogate.py --fast-variant --ablation --out benchmarks/results/surrogate.json
 
 clean:
 	rm -rf runs .pytest_cache

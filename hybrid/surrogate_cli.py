@@ -37,6 +37,8 @@ def train_command(
     physics_informed: Annotated[bool, typer.Option(
         help="add the reduced residual at collocation points (affine models)")] = True,
     residual_norm: Annotated[str, typer.Option(help="error or dual")] = "error",
+    amplitude: Annotated[bool, typer.Option(
+        help="scale outputs by the one-mode Galerkin amplitude (affine models)")] = False,
     collocation: Annotated[int, typer.Option(help="collocation points (Sobol)")] = 4096,
     validation: Annotated[float, typer.Option(help="fraction of snapshots held out")] = 0.1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
@@ -58,7 +60,7 @@ def train_command(
                          precision=precision, threads=threads,
                          progress=progress and sys.stderr.isatty())
     opts = BuildOptions(kind=kind, modes=modes, energy=energy, inner_product=inner_product,
-                        training=cfg)
+                        amplitude=amplitude, training=cfg)
     sur, report = build_surrogate(store, opts)
     if _rank() != 0:
         return

@@ -25,10 +25,10 @@ def training_png(history: list[dict]) -> bytes:
         lab = f"member {k + 1}" if len(members) > 1 else None
         ax[0].semilogy(it, [max(h["loss"], 1e-300) for h in hk], label=lab)
         ax[1].semilogy(it, [h["val"] for h in hk], label=lab)
-        switch = [h["iteration"] for h in hk if h["phase"] == "lbfgs"]
-        if switch and k == members[0]:
+        adam = [h["iteration"] for h in hk if h["phase"] == "adam"]
+        if adam and len(adam) < len(hk) and k == members[0]:      # Adam → L-BFGS
             for a in ax:
-                a.axvline(switch[0], color="0.7", ls=":", lw=1)
+                a.axvline(adam[-1], color="0.7", ls=":", lw=1)
     ax[0].set(xlabel="iteration (Adam, then L-BFGS)", ylabel="training loss", title="training")
     ax[1].set(xlabel="iteration (Adam, then L-BFGS)", ylabel="relative error (RMS)",
               title="validation snapshots")

@@ -19,8 +19,8 @@ linear in w(μ, c) = [ϑ(μ); −θ(μ) ⊗ c] ∈ ℝ^{Q_f + Q_a n}:
     X⁻¹ r = Σ_q ϑ_q R_{f,q} − Σ_{q,j} θ_q c_j R_{a,qj},
 
 with the Riesz representers R_{f,q} = X⁻¹ f_q,F and R_{a,qj} = X⁻¹ (A_q φ_j)_F computed once
-(one sparse LU of X_FF, Q_f + Q_a n solves). X-orthonormalising them, [R_f, R_a] = Q Rᵀ... gives
-a small matrix R (r × (Q_f + Q_a n), Q X Qᵀ = I) with
+(one sparse LU of X_FF, Q_f + Q_a n solves). X-orthonormalising them by block Gram–Schmidt,
+[R_f, R_a] = Qᵀ R with Q X Qᵀ = I, leaves a small matrix R (r × (Q_f + Q_a n)) with
 
     ‖r(μ)‖_{X'} = ‖R w(μ, c)‖₂,
 
