@@ -57,8 +57,14 @@ class ThermalBlock(PhysicsSpec):
         return problems
 
     def theta_a(self, mu: np.ndarray) -> np.ndarray:
+        """θ_k(μ) = μ_k; a torch tensor is returned as it is (exact autograd)."""
+        if hasattr(mu, "detach"):
+            return mu
         return np.asarray(mu, dtype=float)
 
     def theta_f(self, mu: np.ndarray) -> np.ndarray:
+        """ϑ_0(μ) = 1 (same array type as μ)."""
+        if hasattr(mu, "new_ones"):
+            return mu.new_ones(mu.shape[:-1] + (1,))
         mu = np.asarray(mu, dtype=float)
         return np.ones(mu.shape[:-1] + (1,))
