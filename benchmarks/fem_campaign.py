@@ -33,25 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def case_text(cells: int, blocks: int, samples: int, store: Path) -> str:
-    params = "\n".join(f"mu_{k} = {{ lower = 0.1, upper = 1.0 }}" for k in range(blocks**2))
-    return f"""[case]
-name = "bench"
-[mesh]
-type = "unit_square"
-cells = {cells}
-[physics]
-model = "thermal_block"
-blocks = {blocks}
-[parameters]
-{params}
-[sampling]
-method = "sobol"
-samples = {samples}
-seed = 7
-[outputs]
-store = "{store}"
-"""
+def bench_case(cells: int, blocks: int, samples: int, store: Path) -> str:
+    from hybrid.physics.thermal_block import case_text
+
+    return case_text(name="bench", cells=cells, blocks=blocks, samples=samples, seed=7,
+                     store=str(store))
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -84,7 +70,7 @@ def main() -> None:
     cmds = {}
     for S in (a.s1, a.s2):
         case = work / f"bench{S}.toml"
-        case.write_text(case_text(a.cells, a.blocks, S, work / f"store{S}"))
+        case.write_text(bench_case(a.cells, a.blocks, S, work / f"store{S}"))
         np.save(work / f"mu{S}.npy", plan_samples(parse_case(case.read_text(), case), S))
         hyb = [str(BIN / "hybrid"), "campaign", str(case), "--no-progress"]
         cmds[("bare", S)] = [sys.executable, str(ROOT / "benchmarks/bare_loop.py"),

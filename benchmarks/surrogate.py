@@ -38,27 +38,11 @@ GOALS = {"2x2": {"mean": 5e-4, "max": 2e-3}, "3x3": {"mean": 5e-3, "max": 2e-2},
          "single_query_us": 20.0, "batched_queries_per_s": 1e6, "speedup": 2000.0}
 
 
-def case_text(blocks: int, cells: int) -> str:
-    params = "\n".join(f"mu_{k} = {{ lower = 0.1, upper = 1.0 }}" for k in range(blocks**2))
-    return f"""[case]
-name = "bench_tb{blocks}x{blocks}"
-[mesh]
-type = "unit_square"
-cells = {cells}
-[physics]
-model = "thermal_block"
-blocks = {blocks}
-[parameters]
-{params}
-[solver.petsc]
-ksp_type = "preonly"
-pc_type = "lu"
-pc_factor_mat_solver_type = "mumps"
-[outputs]
-qoi = ["mean", "block_mean_0"]
-[observations]
-grid = 4
-"""
+def bench_case(blocks: int, cells: int) -> str:
+    from hybrid.physics.thermal_block import case_text
+
+    return case_text(name=f"bench_tb{blocks}x{blocks}", cells=cells, blocks=blocks,
+                     qoi=("mean", "block_mean_0"), grid=4)
 
 
 def make_stores(blocks: int, cells: int, n_train: int, n_test: int, root: Path) -> dict:
@@ -71,7 +55,7 @@ def make_stores(blocks: int, cells: int, n_train: int, n_test: int, root: Path) 
     from hybrid.provenance import fem_versions
     from hybrid.store import Sample, init_store, write_sample, write_static
 
-    case = parse_case(case_text(blocks, cells), root / "case.toml")
+    case = parse_case(bench_case(blocks, cells), root / "case.toml")
     problem = create_problem(case, MPI.COMM_WORLD)
     static = problem.static_data()
     versions = fem_versions()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hybrid.physics.thermal_block import MUMPS, case_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MPIRUN = BIN / "mpirun"
@@ -18,41 +20,13 @@ def small_case_text(
     cells: int = 12,
     blocks: int = 2,
     samples: int = 8,
-    petsc: str = 'ksp_type = "preonly"\npc_type = "lu"\npc_factor_mat_solver_type = "mumps"',
+    petsc: str = MUMPS,
     store: str = "store",
     degree: int = 1,
 ) -> str:
-    params = "\n".join(
-        f"mu_{k} = {{ lower = 0.1, upper = 1.0 }}" for k in range(blocks * blocks)
-    )
-    return f"""
-[case]
-name = "tb_small"
-
-[mesh]
-type = "unit_square"
-cells = {cells}
-
-[physics]
-model = "thermal_block"
-blocks = {blocks}
-degree = {degree}
-
-[parameters]
-{params}
-
-[sampling]
-method = "sobol"
-samples = {samples}
-seed = 3
-
-[solver.petsc]
-{petsc}
-
-[outputs]
-store = "{store}"
-qoi = ["mean", "block_mean_0"]
-"""
+    return case_text(name="tb_small", cells=cells, blocks=blocks, degree=degree,
+                     samples=samples, seed=3, petsc=petsc, store=store,
+                     qoi=("mean", "block_mean_0"))
 
 
 @pytest.fixture
