@@ -77,7 +77,7 @@ def _fingerprint(case: Case) -> dict:
         "physics": case.physics.settings.model_dump(),
         "parameters": case.parameters.to_dict(),
         "qoi": case.qoi,
-        "observations": case.observations.model_dump(),
+        "observations": case.observations.fingerprint(),
     }
 
 

@@ -9,7 +9,8 @@ A case file is data (see docs/case-format.md)::
     [sampling]    method = "sobol" | "lhs" | "random", samples, seed
     [solver]      petsc = { ksp_type = ..., ... }              (PETSc options)
     [outputs]     store, qoi
-    [observations] points = [[x, y], …], grid = n, averages = { name = [x0, y0, x1, y1] }
+    [observations] points = [[x, y], …], grid = n, averages = { name = [x0, y0, x1, y1] },
+                  fluxes = { name = "x0" | ["x0", "y1", …] }   (boundary fluxes)
 
 Every problem is reported as one line ``FILE: key: what was expected`` through
 :class:`hybrid.errors.CaseError`. Relative mesh paths are resolved against the case file's
@@ -21,9 +22,16 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from hybrid.errors import CaseError
 from hybrid.parameters import Parameter, ParameterSpace
@@ -95,13 +103,38 @@ class OutputsSection(BaseModel):
     qoi: list[str] = Field(default_factory=lambda: ["mean"])
 
 
+#: Sides of the unit square/cube a boundary flux can be taken through (x0: x = 0, x1: x = 1, …).
+SIDES = ("x0", "x1", "y0", "y1", "z0", "z1")
+
+
+def _sides(value) -> list[str]:
+    """A flux's sides: one side name or a non-empty list of distinct side names."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or \
+            not all(isinstance(s, str) for s in items):
+        raise ValueError(f"must be a side name or a list of side names ({', '.join(SIDES)})")
+    for s in items:
+        if s not in SIDES:
+            raise ValueError(f"unknown side {s!r}; expected one of {', '.join(SIDES)}")
+    if len(set(items)) != len(items):
+        raise ValueError("a side is listed twice")
+    return list(items)
+
+
 class ObservationsSection(BaseModel):
-    """Observation operators: point sensors and box averages (all linear in u)."""
+    """Observation operators: point sensors, box averages (linear in u) and boundary fluxes.
+
+    A flux ``name = "x0"`` (or a list of sides) observes the outward flux of the solution
+    through that part of the boundary of the unit square/cube, computed from the residual
+    (see :mod:`hybrid.fem.observations`); it is affine in μ, not a fixed row.
+    """
 
     model_config = _STRICT
     points: list[list[float]] = Field(default_factory=list)
     grid: int | None = Field(None, ge=1, le=100)
     averages: dict[str, list[float]] = Field(default_factory=dict)
+    fluxes: dict[str, Annotated[list[str], BeforeValidator(_sides)]] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _shapes(self):
@@ -114,6 +147,11 @@ class ObservationsSection(BaseModel):
             d = len(box) // 2
             if any(box[i] >= box[i + d] for i in range(d)):
                 raise ValueError(f"averages.{name}: lower corner must be below upper corner")
+        taken = {n for n, _ in self.sensors()} | set(self.averages)
+        for name in self.fluxes:
+            if name in taken:
+                raise ValueError(f"fluxes.{name}: the name is already used by another "
+                                 "observation")
         return self
 
     def sensors(self) -> list[tuple[str, list[float]]]:
@@ -126,7 +164,16 @@ class ObservationsSection(BaseModel):
         return out
 
     def names(self) -> list[str]:
-        return [n for n, _ in self.sensors()] + list(self.averages)
+        """All observation names in row order: sensors, then averages, then fluxes."""
+        return [n for n, _ in self.sensors()] + list(self.averages) + list(self.fluxes)
+
+    def fingerprint(self) -> dict:
+        """The section as a dict for store fingerprints.
+
+        No ``fluxes`` key when there are none, so stores made before fluxes existed keep
+        their fingerprint.
+        """
+        return self.model_dump(exclude=None if self.fluxes else {"fluxes"})
 
 
 class CaseFile(BaseModel):
@@ -246,6 +293,13 @@ def parse_case(text: str, path: Path) -> Case:
     )
     for key, problem in spec.check_consistency(case):
         raise CaseError(f"{path}: {key}: {problem}")
+    dim = 3 if case.mesh.type == "unit_cube" else (
+        case.mesh.gdim if case.mesh.type == "file" else 2)
+    for fname, sides in cf.observations.fluxes.items():
+        bad = [s for s in sides if SIDES.index(s) >= 2 * dim]
+        if bad:
+            raise CaseError(f"{path}: observations.fluxes.{fname}: side {bad[0]!r} needs a "
+                            f"3D mesh; this mesh is {dim}D")
     mf = case.mesh_file
     if mf is not None and not mf.is_file():
         raise CaseError(f"{path}: mesh.file: mesh file {mf} does not exist")

@@ -135,6 +135,16 @@ class StaticData:
         affine_a: operator terms A_q (no boundary conditions applied), or [] if not affine.
         affine_f: (Q_f, N) right-hand-side terms f_q, or an empty array.
         qoi_functionals: (n_qoi, N) rows l with QoI(u) = l·u for linear QoIs.
+        observation_functionals: (n_obs, N) the μ-independent part L of the observations.
+        observation_affine: the μ-dependent part of the observations, or None (all linear):
+            CSR (n_obs·Q_a, N) whose row i·Q_a + q is B_{i,q}, so that observation i is
+
+                y_i(μ, u) = L_i u + Σ_q θ_q(μ) B_{i,q} u + Σ_q ϑ_q(μ) b_{i,q}
+
+            with the model's coefficients θ_q, ϑ_q of ``affine_a``/``affine_f``. A boundary
+            flux through Γ has L_i = 0, B_{i,q} = −g_Γᵀ A_q, b_{i,q} = g_Γᵀ f_q; point sensors
+            and averages have B = 0, b = 0. Stored sparse: the flux rows live next to Γ.
+        observation_affine_f: (n_obs, Q_f) the b_{i,q}, or None (with ``observation_affine``).
     """
 
     points: np.ndarray
@@ -147,10 +157,55 @@ class StaticData:
     affine_f: np.ndarray
     qoi_functionals: np.ndarray
     observation_functionals: np.ndarray | None = None
+    observation_affine: sp.csr_matrix | None = None
+    observation_affine_f: np.ndarray | None = None
 
     @property
     def n_dofs(self) -> int:
         return self.points.shape[0]
+
+    @property
+    def observations_affine(self) -> bool:
+        """Whether some observation depends on μ (boundary fluxes)."""
+        return self.observation_affine is not None
+
+    def observation_operator(self, theta_a: np.ndarray,
+                             theta_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n_obs, N), offset (n_obs,)) with y = rows @ u + offset at θ(μ), ϑ(μ)."""
+        L = np.atleast_2d(np.asarray(self.observation_functionals, dtype=float))
+        L = L.reshape(-1, self.n_dofs)
+        if not self.observations_affine:
+            return L.copy(), np.zeros(L.shape[0])
+        ta = np.asarray(theta_a, dtype=float)
+        n_obs, qa = L.shape[0], ta.shape[-1]
+        B = sp.csr_matrix(self.observation_affine)
+        if B.shape[0] != n_obs * qa:
+            raise StoreError(f"observation_affine has {B.shape[0]} rows, expected "
+                             f"{n_obs}·{qa}")
+        W = sp.kron(sp.eye(n_obs), ta[None, :], format="csr")    # (n_obs, n_obs·Q_a)
+        rows = L + (W @ B).toarray()
+        return rows, np.asarray(self.observation_affine_f, dtype=float) @ np.asarray(
+            theta_f, dtype=float)
+
+    def observe(self, u: np.ndarray, theta_a: np.ndarray | None = None,
+                theta_f: np.ndarray | None = None) -> np.ndarray:
+        """Observations y of the field(s) u ((N,) or (S, N)) at θ(μ), ϑ(μ) ((Q,) or (S, Q)).
+
+        The coefficients may be omitted when every observation is linear.
+        """
+        u = np.asarray(u, dtype=float)
+        L = np.atleast_2d(np.asarray(self.observation_functionals, dtype=float))
+        y = u @ L.reshape(-1, self.n_dofs).T
+        if not self.observations_affine:
+            return y
+        if theta_a is None or theta_f is None:
+            raise StoreError("these observations depend on mu (boundary fluxes): "
+                             "pass theta_a and theta_f")
+        n_obs = y.shape[-1]
+        Bu = (sp.csr_matrix(self.observation_affine) @ u.T).T     # (…, n_obs·Q_a)
+        Bu = Bu.reshape(*u.shape[:-1], n_obs, -1)
+        return y + np.einsum("...iq,...q->...i", Bu, np.asarray(theta_a, dtype=float)) + \
+            np.asarray(theta_f, dtype=float) @ np.asarray(self.observation_affine_f).T
 
 
 def write_static(target: Path, s: StaticData) -> None:
@@ -173,6 +228,11 @@ def write_static(target: Path, s: StaticData) -> None:
             f.create_dataset("qoi_functionals", data=s.qoi_functionals)
             if s.observation_functionals is not None:
                 f.create_dataset("observation_functionals", data=s.observation_functionals)
+            if s.observation_affine is not None:
+                _write_csr(f, "observation_affine", s.observation_affine)
+                f["observation_affine"].attrs["n_a"] = len(s.affine_a)
+                f.create_dataset("observation_affine_f",
+                                 data=np.asarray(s.observation_affine_f, dtype=float))
 
 
 def read_static(path: Path) -> StaticData:
@@ -192,6 +252,10 @@ def read_static(path: Path) -> StaticData:
                 qoi_functionals=f["qoi_functionals"][()],
                 observation_functionals=(f["observation_functionals"][()]
                                          if "observation_functionals" in f else None),
+                observation_affine=(_read_csr(f["observation_affine"])
+                                    if "observation_affine" in f else None),
+                observation_affine_f=(f["observation_affine_f"][()]
+                                      if "observation_affine" in f else None),
             )
     except FileNotFoundError:
         raise StoreError(f"{path}: static part of the store is missing") from None

@@ -4,7 +4,9 @@ The surrogate side must not need DOLFINx, so its tests build their stores with a
 finite-element assembly of their own: P1 triangles on a structured mesh of the unit square
 (each cell split along its diagonal), conductivity μ_k on block k = ix + B·iy, u = 0 on the
 boundary, source 1 — the same problem as ``hybrid/fem/thermal_block.py``, with the same
-affine decomposition (A_q = ∫_{Ω_q} ∇u·∇v, Σ_q A_q = stiffness) and QoIs.
+affine decomposition (A_q = ∫_{Ω_q} ∇u·∇v, Σ_q A_q = stiffness) and QoIs. Boundary fluxes
+are the residual-based ones of ``hybrid/fem/observations.py`` (outward, corner DOFs weighted
+1/2 per side).
 """
 
 from __future__ import annotations
@@ -84,14 +86,41 @@ class BlockFEM:
         u[F] = spla.spsolve(A[F][:, F].tocsc(), self.f[F])
         return u
 
-    def static(self, affine: bool = True) -> StaticData:
+    def flux_weight(self, sides: list[str]) -> np.ndarray:
+        """g_Γ: 1 on the boundary DOFs of the sides, 1/2 at a corner shared with another side."""
+        on = {f"{'xy'[a]}{int(v)}": np.isclose(self.points[:, a], v)
+              for a in (0, 1) for v in (0.0, 1.0)}
+        count = np.sum(list(on.values()), axis=0)
+        return np.sum([on[s] for s in sides], axis=0) / np.maximum(count, 1)
+
+    def flux(self, u: np.ndarray, mu: np.ndarray, sides: list[str]) -> np.ndarray:
+        """Outward flux g_Γᵀ f − g_Γᵀ A(μ) u of field(s) u (N,) or (S, N) at μ (P,) or (S, P)."""
+        g = self.flux_weight(sides)
+        gA = np.array([Aq.T @ g for Aq in self.affine_a])              # (Q_a, N)
+        Au = np.einsum("...q,...q->...", np.asarray(mu), np.asarray(u) @ gA.T)
+        return g @ self.f - Au
+
+    def static(self, affine: bool = True, fluxes: dict | None = None) -> StaticData:
+        obs = self.qoi[:1] * 2.0
+        obs_a = obs_f = None
+        if fluxes:
+            Qa, m = len(self.affine_a), 1 + len(fluxes)
+            obs = np.vstack([obs, np.zeros((len(fluxes), self.n_dofs))])
+            rows = [sp.csr_matrix((Qa, self.n_dofs))]                   # twice_mean: B = 0
+            obs_f = np.zeros((m, 1))
+            for i, sides in enumerate(fluxes.values()):
+                g = self.flux_weight(sides)
+                rows.append(sp.csr_matrix(np.array([-(Aq.T @ g) for Aq in self.affine_a])))
+                obs_f[1 + i, 0] = g @ self.f
+            obs_a = sp.vstack(rows, format="csr")
         return StaticData(points=self.points, cells=self.cells_, cell_type="triangle",
                           mass=self.mass, stiffness=self.stiffness,
                           dirichlet_dofs=self.dirichlet,
                           affine_a=list(self.affine_a) if affine else [],
                           affine_f=self.f[None, :] if affine else np.zeros((0, self.n_dofs)),
                           qoi_functionals=self.qoi,
-                          observation_functionals=self.qoi[:1] * 2.0)
+                          observation_functionals=obs,
+                          observation_affine=obs_a, observation_affine_f=obs_f)
 
 
 def space(blocks: int) -> ParameterSpace:
@@ -99,14 +128,16 @@ def space(blocks: int) -> ParameterSpace:
 
 
 def make_store(path: Path, fem: BlockFEM, mu: np.ndarray, *, affine: bool = True,
-               case_name: str = "tb_synthetic") -> Path:
-    """Write a store with the solutions at ``mu`` (S, P)."""
+               case_name: str = "tb_synthetic", fluxes: dict | None = None) -> Path:
+    """Write a store with the solutions at ``mu`` (S, P); ``fluxes``: {name: [sides]} adds
+    boundary-flux observations after ``twice_mean``."""
     B = fem.blocks
     physics = {"model": "thermal_block", "degree": 1, "blocks": B, "source": 1.0}
     init_store(path, case_name=case_name, case_text="# synthetic\n", physics=physics,
                space=space(B), qoi=["mean", "block_mean_0"], n_dofs=fem.n_dofs,
-               solver_options={}, versions={}, extra={"observations": ["twice_mean"]})
-    write_static(path / "static.h5", fem.static(affine))
+               solver_options={}, versions={},
+               extra={"observations": ["twice_mean", *(fluxes or {})]})
+    write_static(path / "static.h5", fem.static(affine, fluxes))
     for i, m in enumerate(mu):
         u = fem.solve(m)
         write_sample(path, Sample(index=i, mu=m, status="ok", reason="", wall_time=0.0, u=u,

@@ -87,3 +87,34 @@ def test_cli_reports_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "mesh.cells" in lines[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    "fluxes,expect",
+    [
+        ('{ left = "x2" }', "observations.fluxes.left: unknown side 'x2'; expected one of x0"),
+        ('{ left = 3 }', "observations.fluxes.left: must be a side name or a list of side"),
+        ('{ left = [] }', "observations.fluxes.left: must be a side name or a list"),
+        ('{ left = ["x0", "x0"] }', "observations.fluxes.left: a side is listed twice"),
+        ('{ left = ["x0", 1] }', "observations.fluxes.left: must be a side name"),
+        ('{ deep = "z0" }', "observations.fluxes.deep: side 'z0' needs a 3D mesh"),
+        ('{ p0 = "x0" }', "fluxes.p0: the name is already used by another observation"),
+        ('"x0"', "observations.fluxes: Input should be a valid dictionary"),
+    ],
+)
+def test_flux_errors_name_key(tmp_path, fluxes, expect):
+    text = small_case_text() + f"\n[observations]\ngrid = 2\nfluxes = {fluxes}\n"
+    msg = _err(text, tmp_path)
+    assert expect in msg, msg
+
+
+def test_fluxes_follow_sensors_and_averages(tmp_path):
+    text = small_case_text() + ('\n[observations]\ngrid = 1\naverages = { a = [0, 0, 1, 1] }\n'
+                                'fluxes = { out = ["x0", "x1", "y0", "y1"], left = "x0" }\n')
+    obs = parse_case(text, tmp_path / "c.toml").observations
+    assert obs.names() == ["p0", "a", "out", "left"]
+    assert obs.fluxes == {"out": ["x0", "x1", "y0", "y1"], "left": ["x0"]}
+    assert "fluxes" in obs.fingerprint()
+    # cases without fluxes keep the store fingerprint they had before fluxes existed
+    plain = parse_case(small_case_text() + "\n[observations]\ngrid = 1\n", tmp_path / "p.toml")
+    assert plain.observations.fingerprint() == {"points": [], "grid": 1, "averages": {}}

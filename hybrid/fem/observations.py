@@ -1,8 +1,8 @@
-"""Observation operators as linear functionals of the field, in store ordering.
+"""Observation operators of the field, in store ordering.
 
-Every observation hybrid supports so far is linear in u, so it is stored as one row l of a
-matrix L with y = L u; the surrogate side then evaluates observations from the reduced
-basis as (L V) c, without rebuilding the field.
+Point sensors and box averages are linear in u, so each is stored as one row l of a matrix
+L with y = L u; the surrogate side then evaluates them from the reduced basis as (L V) c,
+without rebuilding the field. Boundary fluxes are affine in μ (below).
 
 * Point sensor at x: l_i = φ_i(x). The owning cell is found with a bounding-box tree over
   this rank's owned cells, x is pulled back to the reference cell (affine simplices:
@@ -10,6 +10,14 @@ basis as (L V) c, without rebuilding the field.
   partition boundary is found by several ranks; the lowest rank's row is kept.
 * Box average over B = [x₀, x₁]×[y₀, y₁]: l_i = |B|⁻¹ ∫_B φ_i, integrating over the cells
   whose midpoint lies in B (exact when the mesh resolves the box's edges).
+* Boundary flux through Γ (sides of the unit square/cube), positive for heat *leaving* Ω:
+  F_Γ = −∫_Γ κ ∇u·n ds. It is computed from the residual, not by differentiating u: for the
+  discrete solution and any g ∈ V_h, ∫_∂Ω κ∇u·n g ds = a(u, g; μ) − ∫ s g dx (the right-hand
+  side vanishes for g ∈ V_h ∩ H¹₀, so it depends only on g on ∂Ω). With the weight g_Γ of
+  :func:`flux_weight`, F_Γ = ∫ s g_Γ dx − a(u, g_Γ; μ) = g_Γᵀ f(μ) − g_Γᵀ A(μ) u: affine in μ,
+  B_q = −g_Γᵀ A_q, b_q = g_Γᵀ f_q. This flux converges at least as fast as the energy error
+  (Carey; Brezzi, Hughes & Süli) and conserves exactly: the fluxes of sides that partition
+  ∂Ω add up to ∫ s dx, to round-off.
 
 Collective on the mesh communicator; rows are returned on the ordering's root.
 """
@@ -93,3 +101,38 @@ def box_average_rows(V: fem.FunctionSpace, ordering: StoreOrdering,
         rows.append(ordering.gather_vector(b))
         b.destroy()
     return np.array(rows) if ordering.comm.rank == ordering.root else None
+
+
+SIDE_AXIS = {"x0": (0, 0.0), "x1": (0, 1.0), "y0": (1, 0.0), "y1": (1, 1.0),
+             "z0": (2, 0.0), "z1": (2, 1.0)}
+
+
+def flux_weight(V: fem.FunctionSpace, boundary_dofs: np.ndarray, sides: list[str],
+                where: str = "observations.fluxes") -> fem.Function:
+    """The weight g_Γ ∈ V_h of the flux through the union Γ of ``sides`` of the unit box.
+
+    g_Γ vanishes at interior DOFs. A boundary DOF on m sides of the box (m = 2 at an edge of
+    the square where two sides meet, 3 at a corner of the cube) gets k/m, k of its sides
+    being in Γ: the weights of all sides sum to 1 at every boundary DOF (a partition of unity
+    on ∂Ω), so the fluxes of sides that cover ∂Ω add up to the total, ∫ s dx, exactly.
+    (Weighting the shared DOFs by 1 — closed sides — counts them twice: the four sides of
+    the square would then sum to ∫ s plus the residuals of the corner DOFs, ∫ s φ_c −
+    a(u, φ_c), e.g. exactly h² too much for P1 on the built-in triangle mesh.)
+    ``boundary_dofs``: local indices (owned and ghost) of the DOFs on ∂Ω. Collective.
+    """
+    msh = V.mesh
+    gdim = msh.geometry.dim
+    x = V.tabulate_dof_coordinates()
+    bd = np.asarray(boundary_dofs, dtype=np.int32)
+    on = {s: np.abs(x[bd, a] - v) <= 1e-10 for s, (a, v) in SIDE_AXIS.items() if a < gdim}
+    counts = np.sum(list(on.values()), axis=0)
+    mine = np.sum([on[s] for s in sides], axis=0)
+    found = msh.comm.allreduce(np.array([int(on[s].any()) for s in sides]))
+    for s, n in zip(sides, found, strict=True):
+        if n == 0:
+            raise CaseError(f"{where}: no boundary DOF on side {s!r} (fluxes are taken "
+                            "through the sides of the unit square/cube)")
+    g = fem.Function(V, name="flux_weight")
+    g.x.array[:] = 0.0
+    g.x.array[bd] = np.where(counts > 0, mine / np.maximum(counts, 1), 0.0)
+    return g

@@ -63,6 +63,8 @@ class ThermalBlockProblem:
         self._ordering: StoreOrdering | None = None
         self._qoi = None
         self._obs = None
+        self._flux = None
+        self._obs_affine = None
 
     @property
     def ordering(self) -> StoreOrdering:
@@ -135,6 +137,7 @@ class ThermalBlockProblem:
         f0 = vec(self.source * v * ufl.dx)
         qoi = [o.gather(l_vec) for l_vec in self.qoi_vectors().values()]
         obs = self.observation_rows()
+        obs_affine = self.observation_affine()
         dirichlet = o.gather_index_set(self.bc_dofs)
         cells = o.gather_cells()
         if self.comm.rank != o.root:
@@ -153,10 +156,17 @@ class ThermalBlockProblem:
             affine_f=f0[None, :],
             qoi_functionals=np.array(qoi) if qoi else np.zeros((0, o.n_global)),
             observation_functionals=obs,
+            observation_affine=obs_affine[0] if obs_affine else None,
+            observation_affine_f=obs_affine[1] if obs_affine else None,
         )
 
     def observation_rows(self) -> np.ndarray | None:
-        """(n_obs, N) rows L with y = L u in store ordering, on root (None elsewhere)."""
+        """(n_obs, N) rows L with y = L u in store ordering, on root (None elsewhere).
+
+        This is the μ-independent part of the observations: exact for point sensors and box
+        averages; boundary fluxes (affine in μ) have zero rows here — see
+        :meth:`observation_affine` and :meth:`observation_operator`.
+        """
         from hybrid.fem.observations import box_average_rows, point_rows
 
         if self._obs is None:
@@ -168,6 +178,8 @@ class ThermalBlockProblem:
                 parts.append(point_rows(self.V, self.ordering, pts, f"{self.case.path}"))
             if ob.averages:
                 parts.append(box_average_rows(self.V, self.ordering, list(ob.averages.values())))
+            if ob.fluxes and self.comm.rank == self.ordering.root:
+                parts.append(np.zeros((len(ob.fluxes), self.ordering.n_global)))
             if self.comm.rank == self.ordering.root:
                 self._obs = (np.vstack(parts) if parts
                              else np.zeros((0, self.ordering.n_global)))
@@ -175,12 +187,157 @@ class ThermalBlockProblem:
                 self._obs = np.zeros((0, 0))
         return self._obs if self.comm.rank == self.ordering.root else None
 
+    def _fluxes(self) -> list[tuple[fem.Function, fem.Form]]:
+        """Per declared flux: its weight g_Γ and the form ∫ s g_Γ − κ∇u·∇g_Γ dx (cached)."""
+        from hybrid.fem.observations import flux_weight
+
+        if self._flux is None:
+            fluxes = []
+            for name, sides in self.case.observations.fluxes.items():
+                g = flux_weight(self.V, self.bc_dofs, sides,
+                                f"{self.case.path}: observations.fluxes.{name}")
+                form = fem.form((self.source * g - ufl.inner(self.kappa * ufl.grad(self.u),
+                                                             ufl.grad(g))) * ufl.dx)
+                fluxes.append((g, form))
+            self._flux = fluxes
+        return self._flux
+
+    def observation_affine(self) -> tuple | None:
+        """The μ-dependent part of the observations, in the store's format, on root.
+
+        Returns (B, b) with B CSR (n_obs·Q_a, N), row i·Q_a + q = B_{i,q} = −g_Γᵀ A_q for flux
+        i (zero for sensors and averages), and b (n_obs, Q_f) with b_{i,q} = g_Γᵀ f_q; None
+        when the case declares no flux (and on the other ranks). Collective.
+        """
+        import scipy.sparse as sp
+
+        if not self.case.observations.fluxes:
+            return None
+        if self._obs_affine is None:
+            o = self.ordering
+            v = ufl.TestFunction(self.V)
+            dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
+            n_lin = len(self.case.observations.names()) - len(self.case.observations.fluxes)
+            Qa = self.B**2
+            rows, bf = [], []
+            for g, _ in self._fluxes():
+                for k in range(Qa):
+                    b = fem_petsc.assemble_vector(fem.form(
+                        ufl.inner(ufl.grad(v), ufl.grad(g)) * dxb(k)))
+                    b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
+                                  mode=fem_petsc.PETSc.ScatterMode.REVERSE)
+                    rows.append(o.gather_vector(b))
+                    b.destroy()
+                bf.append(self.comm.allreduce(
+                    fem.assemble_scalar(fem.form(self.source * g * ufl.dx))))
+            if self.comm.rank == o.root:
+                n_flux = len(bf)
+                B = sp.vstack([sp.csr_matrix((n_lin * Qa, o.n_global)),
+                               -sp.csr_matrix(np.array(rows))], format="csr")
+                B.eliminate_zeros()
+                f = np.zeros((n_lin + n_flux, 1))
+                f[n_lin:, 0] = bf
+                self._obs_affine = (B, f)
+            else:
+                self._obs_affine = ()
+        return self._obs_affine if self.comm.rank == self.ordering.root else None
+
+    def observation_operator(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows (m, N), offset (m,)) with y = rows @ u + offset at μ, in store ordering.
+
+        For μ-independent observations rows = :meth:`observation_rows` and offset = 0;
+        a flux row is Σ_q θ_q(μ) B_q, its offset Σ_q ϑ_q(μ) b_q. On root (None elsewhere);
+        collective.
+        """
+        L = self.observation_rows()
+        aff = self.observation_affine()
+        if self.comm.rank != self.ordering.root:
+            return None
+        if aff is None:
+            return L.copy(), np.zeros(L.shape[0])
+        spec = self.case.physics
+        mu = np.asarray(mu, dtype=float)
+        ta, tf = np.asarray(spec.theta_a(mu), dtype=float), np.asarray(spec.theta_f(mu))
+        B, bf = aff
+        m = L.shape[0]
+        rows = L + (B.T @ np.kron(np.eye(m), ta).T).T
+        return rows, bf @ tf
+
+    def flux_values(self) -> np.ndarray:
+        """Outward fluxes ∫ s g_Γ dx − a(u, g_Γ; μ) of the current solution (positive: out).
+
+        One per declared flux, the same on all ranks; collective.
+        """
+        local = np.array([fem.assemble_scalar(form) for _, form in self._fluxes()])
+        return self.comm.allreduce(local) if local.size else np.zeros(0)
+
     def observe(self) -> np.ndarray:
-        """Observations of the current solution (the same on all ranks)."""
+        """Observations of the current solution (the same on all ranks).
+
+        In the order of ``case.observations.names()``: sensors, averages, then fluxes.
+        """
         rows = self.observation_rows()
         u = self.ordering.gather_function(self.u)
         y = rows @ u if u is not None else None
-        return self.comm.bcast(y, root=self.ordering.root)
+        y = self.comm.bcast(y, root=self.ordering.root)
+        n_flux = len(self.case.observations.fluxes)
+        if n_flux:
+            y[len(y) - n_flux:] = self.flux_values()
+        return y
 
     def destroy(self) -> None:
         self.solver.destroy()
+
+    # ---------------------------------------------------------------- tangent-linear model
+    def observation_jacobian(self, mu: np.ndarray) -> np.ndarray:
+        """dy/dμ (m, P) of the observations at the current solution (solved at ``mu``).
+
+        Tangent-linear model: differentiating A(μ) u = f with A = Σ_k μ_k A_k gives
+        A(μ) ∂u/∂μ_k = −A_k u, solved with the operator already factored for u (MUMPS
+        reuses its factors: P back-substitutions, no new factorisation). With
+        y = L(μ) u + b(μ) (point sensors and averages: L constant, b = 0; fluxes: affine in
+        μ), ∂y/∂μ_k = L(μ) ∂u/∂μ_k + (∂L/∂μ_k) u + ∂b/∂μ_k, the last two by a difference of
+        the affine operator at μ + e_k and μ (exact for affine dependence). Collective; the
+        result is on every rank.
+        """
+        P = self.B**2
+        if not hasattr(self, "_sens_forms"):
+            v = ufl.TestFunction(self.V)
+            dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
+            self._sens_forms = [fem.form(-ufl.inner(ufl.grad(self.u), ufl.grad(v)) * dxb(k))
+                                for k in range(P)]
+            self._du = fem.Function(self.V)
+        mu = np.asarray(mu, dtype=float)
+        operator = getattr(self, "observation_operator", None)
+        if operator is not None:
+            rows, offset = operator(mu) if self.comm.rank == self.ordering.root else (None, None)
+            if self.comm.rank != self.ordering.root:
+                operator(mu)  # collective
+        else:
+            rows, offset = self.observation_rows(), None
+        u = self.ordering.gather_function(self.u)
+        J = None
+        if self.comm.rank == self.ordering.root:
+            J = np.zeros((rows.shape[0], P))
+        b = self.solver.b
+        for k in range(P):
+            with b.localForm() as bl:
+                bl.set(0.0)
+            fem_petsc.assemble_vector(b, self._sens_forms[k])
+            b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
+                          mode=fem_petsc.PETSc.ScatterMode.REVERSE)
+            fem_petsc.set_bc(b, self.bcs)   # homogeneous: ∂u/∂μ_k = 0 on the boundary
+            self.solver.ksp.solve(b, self._du.x.petsc_vec)
+            self._du.x.scatter_forward()
+            du = self.ordering.gather_function(self._du)
+            if J is not None:
+                J[:, k] = rows @ du
+        if operator is not None:
+            for k in range(P):
+                e = mu.copy()
+                e[k] += 1.0
+                res = operator(e)
+                if J is not None:
+                    rows_k, off_k = res
+                    J[:, k] += (rows_k - rows) @ u + (off_k - offset)
+        return self.comm.bcast(J, root=self.ordering.root)

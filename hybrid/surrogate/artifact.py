@@ -8,7 +8,8 @@
     DIR/basis.safetensors     "modes" (n, N): the POD basis, X-orthonormal
     DIR/reduced.safetensors   reduced operators A (Q_a, n, n), f (Q_f, n), qoi, observations,
                               gram; the error estimator's R_f, R_a, theta_ref, mu_ref; the POD
-                              singular values
+                              singular values; optionally observations_a (n_obs, Q_a, n) and
+                              observations_f (n_obs, Q_f), μ-dependent observations (fluxes)
     DIR/network.safetensors   the network's weights and scalings (POD-NN only)
     DIR/training.png, modes.png  plots written by ``hybrid train`` (not needed to load)
 

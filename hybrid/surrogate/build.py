@@ -125,6 +125,10 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     if D.size and np.abs(U[:, D]).max() > 1e-10 * max(np.abs(U).max(), 1e-300):
         raise SurrogateError(f"{store.path}: snapshots are not zero on the Dirichlet DOFs; "
                              "non-homogeneous boundary conditions are not supported")
+    if getattr(static, "observation_affine", None) is not None and not affine:
+        raise SurrogateError(f"{store.path}: the case observes boundary fluxes, which depend on "
+                             "mu through the affine decomposition (A_q, f_q and theta_q); "
+                             "this model has none")
     if opt.kind == "galerkin" and not affine:
         raise SurrogateError("a Galerkin surrogate needs an affine model (A_q, f_q in the "
                              "store and θ_q from the physics spec)")
@@ -162,6 +166,9 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         reduced.update(A=ops.A, f=ops.f, qoi=ops.qoi, observations=ops.observations,
                        gram=ops.gram, R_f=est.R_f, R_a=est.R_a, theta_ref=est.theta_ref,
                        mu_ref=est.mu_ref)
+        if ops.observations_a is not None:
+            reduced.update(observations_a=ops.observations_a,
+                           observations_f=ops.observations_f)
     else:
         reduced.update(qoi=np.atleast_2d(static.qoi_functionals).reshape(-1, U.shape[1])
                        @ modes.T)

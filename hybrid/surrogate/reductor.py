@@ -11,6 +11,10 @@ boundary treatment:
 
     A_r,q = Φ A_q Φᵀ  (n×n),   f_r,q = Φ f_q  (n),   l_r = Φ l  (QoI functionals).
 
+Observations may also depend on μ affinely (boundary fluxes; see the store format):
+y_i = L_i u + Σ_q θ_q(μ) B_{i,q} u + Σ_q ϑ_q(μ) b_{i,q}, reduced to B_r,{i,q} = B_{i,q} Φᵀ (n)
+with b unchanged, so y_i(c) = L_r,i c + Σ_q θ_q B_r,{i,q} c + Σ_q ϑ_q b_{i,q}.
+
 **Residual-based error estimate.** For any reduced coefficients c (Galerkin or a network's),
 the FEM residual of u_r = Σ_j c_j φ_j is r(μ) = f_F(μ) − A_FF(μ) u_r,F ∈ ℝ^{|F|}, and its dual
 norm in the estimator's inner product X (SPD on F) is ‖r‖_{X'} = (rᵀ X⁻¹ r)^{1/2}. It is
@@ -103,6 +107,9 @@ class ReducedOperators:
         qoi: (n_qoi, n) reduced QoI functionals l_r = Φ l.
         observations: (n_obs, n) reduced observation functionals, or (0, n).
         gram: (n, n) Φ X_E Φᵀ, the basis' Gram matrix in the estimator's norm.
+        observations_a: (n_obs, Q_a, n) reduced μ-dependent observation terms B_{i,q} Φᵀ, or
+            None when every observation is linear.
+        observations_f: (n_obs, Q_f) their constant terms b_{i,q}, or None.
     """
 
     A: np.ndarray
@@ -110,6 +117,8 @@ class ReducedOperators:
     qoi: np.ndarray
     observations: np.ndarray
     gram: np.ndarray
+    observations_a: np.ndarray | None = None
+    observations_f: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -179,7 +188,33 @@ def reduce_operators(static, modes: np.ndarray, X_E: sp.spmatrix) -> ReducedOper
     obs = (np.zeros((0, Phi.shape[0])) if obs is None or np.size(obs) == 0
            else np.atleast_2d(obs) @ Phi.T)
     gram = Phi @ np.asarray(X_E @ Phi.T)
-    return ReducedOperators(A=A, f=f, qoi=qoi, observations=obs, gram=0.5 * (gram + gram.T))
+    obs_a, obs_f = reduce_affine_observations(static, Phi)
+    return ReducedOperators(A=A, f=f, qoi=qoi, observations=obs, gram=0.5 * (gram + gram.T),
+                            observations_a=obs_a, observations_f=obs_f)
+
+
+def reduce_affine_observations(static, modes: np.ndarray
+                               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(B_r (n_obs, Q_a, n), b (n_obs, Q_f)) of μ-dependent observations, or (None, None).
+
+    B_r,{i,q} = B_{i,q} Φᵀ from the store's ``observation_affine`` (row i·Q_a + q = B_{i,q}).
+    """
+    B = getattr(static, "observation_affine", None)
+    if B is None:
+        return None, None
+    if not static.affine_a:
+        raise SurrogateError("the store's observations depend on mu (boundary fluxes) but it "
+                             "has no affine decomposition")
+    qa, qf = len(static.affine_a), np.atleast_2d(static.affine_f).shape[0]
+    n_obs = np.atleast_2d(static.observation_functionals).shape[0] \
+        if static.observation_functionals is not None else 0
+    b = np.atleast_2d(np.asarray(static.observation_affine_f, dtype=float))
+    if B.shape != (n_obs * qa, modes.shape[1]) or b.shape != (n_obs, qf):
+        raise SurrogateError(f"the store's affine observation terms have shapes {B.shape} and "
+                             f"{b.shape}; expected ({n_obs}·{qa}, {modes.shape[1]}) and "
+                             f"({n_obs}, {qf})")
+    Br = np.asarray(sp.csr_matrix(B) @ modes.T).reshape(n_obs, qa, modes.shape[0])
+    return Br, b.copy()
 
 
 def _all_symmetric(mats: list, tol: float = 1e-12) -> bool:

@@ -58,16 +58,30 @@ class Surrogate:
         self._arrays = groups
         self.qoi_matrix: np.ndarray = red["qoi"].reshape(-1, n)
         self.observation_matrix: np.ndarray = red.get("observations", np.zeros((0, n)))
+        # μ-dependent observations (boundary fluxes): B_r (n_obs, Q_a, n), b (n_obs, Q_f)
+        self.observation_affine: np.ndarray | None = red.get("observations_a")
+        self.observation_affine_f: np.ndarray | None = red.get("observations_f")
         self.gram: np.ndarray = red["gram"]
         self.singular_values = red.get("singular_values", np.zeros(0))
         self.ops: ReducedOperators | None = None
         self.estimator: ResidualEstimator | None = None
         if "A" in red:
             self.ops = ReducedOperators(A=red["A"], f=red["f"], qoi=self.qoi_matrix,
-                                        observations=self.observation_matrix, gram=self.gram)
+                                        observations=self.observation_matrix, gram=self.gram,
+                                        observations_a=self.observation_affine,
+                                        observations_f=self.observation_affine_f)
             if self.ops.A.shape[1:] != (n, n):
                 raise SurrogateError(f"reduced operator has shape {self.ops.A.shape}, expected "
                                      f"(Q, {n}, {n})")
+        if self.observation_affine is not None:
+            m = self.observation_matrix.shape[0]
+            Ba, bf = self.observation_affine, self.observation_affine_f
+            if self.ops is None or bf is None or Ba.shape != (m, self.ops.A.shape[0], n) \
+                    or bf.shape != (m, self.ops.f.shape[0]):
+                raise SurrogateError(
+                    f"affine observation terms of shapes {Ba.shape}, "
+                    f"{None if bf is None else bf.shape} do not fit {m} observations, {n} "
+                    "modes and the reduced operators")
         if "R_f" in red:
             self.estimator = ResidualEstimator(R_f=red["R_f"], R_a=red["R_a"],
                                                theta_ref=red["theta_ref"], mu_ref=red["mu_ref"])
@@ -363,8 +377,28 @@ class Surrogate:
         return self._linear(mu, self.qoi_matrix, "qoi", extrapolate)
 
     def observe(self, mu, *, extrapolate: bool | None = None):
-        """The case's observations (``observation_names``), from the reduced functionals."""
-        return self._linear(mu, self.observation_matrix, "obs", extrapolate)
+        """The case's observations (``observation_names``), without building the field.
+
+        Linear observations are L_r c; with μ-dependent ones (boundary fluxes)
+        y = L_r c + Σ_q θ_q(μ) B_r,q c + Σ_q ϑ_q(μ) b_q, differentiable in μ for torch input.
+        """
+        if self.observation_affine is None:
+            return self._linear(mu, self.observation_matrix, "obs", extrapolate)
+        L, Ba, bf = self.observation_matrix, self.observation_affine, self.observation_affine_f
+        if _is_torch(mu):
+            import torch
+
+            m, dt = self._torch_in(mu, extrapolate)
+            c = self._predict_torch(m)
+            ta, tf = self._theta_torch(m)
+            y = c @ self._tensor("obs", L, m).T \
+                + torch.einsum("...q,iqj,...j->...i", ta, self._tensor("obs_a", Ba, m), c) \
+                + tf @ self._tensor("obs_f", bf, m).T
+            return y.to(dt)
+        arr = self._np_in(mu, extrapolate)
+        c = self.predict(arr, extrapolate=True)
+        ta, tf = self._theta_np(arr)
+        return c @ L.T + np.einsum("...q,iqj,...j->...i", ta, Ba, c) + tf @ bf.T
 
     def members_predict(self, mu, *, extrapolate: bool | None = None) -> np.ndarray:
         """Coefficients of every ensemble member (K, …, n) (numpy)."""
