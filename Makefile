@@ -1,6 +1,7 @@
 # hybrid — set-up and the two everyday commands.
 #   make demo   set up (if needed), run the thermal-block campaign under mpirun -n 2, train a
-#               surrogate on its store and query it
+#               surrogate on its store, query it, make synthetic data and infer the parameters
+#               (FEM-confirmed MAP, then delayed-acceptance MCMC with chains on 2 ranks)
 #   make test   set up (if needed) and run all tests: serial pytest, then the MPI tests on 2 ranks
 # The virtual environment lives in $(HYBRID_CACHE)/venv-<hash of the pins> and is linked as .venv;
 # it is rebuilt only when the pins in pyproject.toml change.
@@ -24,6 +25,13 @@ demo: setup
 	$(VENV)/bin/hybrid train runs/thermal_block/store --out runs/thermal_block/surrogate \
 	    --epochs 200 --lbfgs 300
 	$(VENV)/bin/hybrid query runs/thermal_block/surrogate --mu 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
+	$(VENV)/bin/hybrid synth cases/thermal_block.toml --mu 0.2,0.35,0.5,0.65,0.8,0.3,0.45,0.6,0.75 \
+	    --noise 0.01 --seed 1 --out runs/thermal_block/obs.csv --force
+	$(VENV)/bin/hybrid infer cases/thermal_block.toml --surrogate runs/thermal_block/surrogate \
+	    --data runs/thermal_block/obs.csv --method map --out runs/thermal_block/map
+	$(MPIRUN) -n 2 $(VENV)/bin/hybrid infer cases/thermal_block.toml \
+	    --surrogate runs/thermal_block/surrogate --data runs/thermal_block/obs.csv \
+	    --method mcmc --chains 4 --samples 2000 --burn-in 500 --out runs/thermal_block/mcmc
 
 test: setup
 	$(MAKE) --no-print-directory test-serial test-mpi
@@ -40,6 +48,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/fem_campaign.py --out benchmarks/results/fem_campaign.json
 	$(PY) benchmarks/surrogate.py --fast-variant --ablation --out benchmarks/results/surrogate.json
+	$(PY) benchmarks/inference.py --out benchmarks/results/inference.json
 
 clean:
 	rm -rf runs .pytest_cache

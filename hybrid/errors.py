@@ -24,3 +24,9 @@ class StoreError(HybridError):
 
 class ParameterError(HybridError):
     """A parameter vector is malformed or outside the parameter space."""
+
+
+class SolveFailed(HybridError):
+    """A FEM solve did not converge (a result of the model, recorded rather than fatal)."""
+
+    exit_code = 3

@@ -190,7 +190,9 @@ def test_single_batch_field_and_qoi_are_consistent(podnn, store2):
     mu = space(2).sample(5, "random", 8)
     C = s.predict(mu)
     assert C.shape == (5, s.n_modes)
-    tol = 1e-12 * np.abs(C).max()          # single (numpy fast path) and batch: round-off
+    # single (numpy fast path) and batch differ by round-off amplified through the layers
+    # (seen up to 1e-11 relative); a wrong scaling or layer would be O(1)
+    tol = 1e-10 * np.abs(C).max()
     for i in range(5):
         np.testing.assert_allclose(s.predict(mu[i]), C[i], rtol=0, atol=tol)
         np.testing.assert_allclose(s.predict(list(mu[i])), C[i], rtol=0, atol=tol)
@@ -209,7 +211,7 @@ def test_torch_in_differentiable_out(which, podnn, galerkin):
     t = torch.tensor(mu, requires_grad=True)
     q = s.qoi(t)
     assert isinstance(q, torch.Tensor) and q.dtype == torch.float64
-    np.testing.assert_allclose(q.detach().numpy(), s.qoi(mu), rtol=1e-12)
+    np.testing.assert_allclose(q.detach().numpy(), s.qoi(mu), rtol=1e-10)   # round-off
     q[:, 0].sum().backward()
     h = 1e-6
     fd = np.array([[(s.qoi(m + h * e)[0] - s.qoi(m - h * e)[0]) / (2 * h)
@@ -218,7 +220,9 @@ def test_torch_in_differentiable_out(which, podnn, galerkin):
     t32 = torch.tensor(mu[0], dtype=torch.float32)
     assert s.field(t32).dtype == torch.float32
     d = s.error_estimate(torch.tensor(mu))
-    np.testing.assert_allclose(d.numpy(), s.error_estimate(mu), rtol=1e-10)
+    # the bound is the norm of a small residual: round-off differences of c (1e-11) are
+    # amplified by cancellation (seen 7e-10); a wrong term would be O(1)
+    np.testing.assert_allclose(d.numpy(), s.error_estimate(mu), rtol=1e-8)
 
 
 def test_amplitude_network(store2, test_set2, fem2):

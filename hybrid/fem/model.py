@@ -14,13 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.case import Case
-from hybrid.errors import HybridError
+from hybrid.errors import SolveFailed
 
-
-class SolveFailed(HybridError):
-    """The FEM solve at a parameter did not converge."""
-
-    exit_code = 3
+__all__ = ["FEMModel", "FEMState", "SolveFailed"]
 
 
 @dataclass
@@ -40,7 +36,8 @@ class FEMState:
 class FEMModel:
     """μ ↦ FEM solution of ``case`` on ``comm`` (default COMM_WORLD)."""
 
-    def __init__(self, case: Case, comm=None):
+    def __init__(self, case: Case, comm=None, *, store: Path | None = None,
+                 index_base: int | None = None, run_id: str = "inference"):
         from hybrid.fem import MPI
         from hybrid.fem.problems import create_problem
 
@@ -49,6 +46,17 @@ class FEMModel:
         self.problem = create_problem(case, self.comm)
         self.n_solves = 0
         self.time = 0.0
+        self.store = Path(store) if store is not None else None
+        """When set, :meth:`observe` and :meth:`jacobian` commit every successful solve to
+        this store (adaptive enrichment), numbered from ``index_base``."""
+        self.index_base = index_base
+        self.run_id = run_id
+        self.committed: list[int] = []
+
+    def _keep(self, state: FEMState) -> None:
+        if self.store is not None and state.ok:
+            index = None if self.index_base is None else self.index_base + len(self.committed)
+            self.committed.append(self.commit(self.store, state, self.run_id, index))
 
     @property
     def observation_names(self) -> list[str]:
@@ -72,13 +80,41 @@ class FEMModel:
 
     def observe(self, mu: np.ndarray) -> np.ndarray:
         """Observations at μ; raises :class:`SolveFailed` if the solve fails."""
-        s = self.solve(mu, field=False)
+        s = self.solve(self._same_mu(mu), field=self.store is not None)
         if not s.ok:
             raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: {s.reason}")
+        self._keep(s)
         return s.observations
 
-    def commit(self, store: Path, state: FEMState, run_id: str = "coupler") -> int | None:
-        """Add a solved state to ``store`` as a new sample (root rank); return its index."""
+    def _same_mu(self, mu) -> np.ndarray:
+        """μ of the root rank on every rank (a replicated driver must solve one problem)."""
+        mu = np.asarray(mu, dtype=float)
+        return self.comm.bcast(mu, root=0) if self.comm.size > 1 else mu
+
+    def jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Observations y(μ) and their Jacobian dy/dμ (m, P) by the tangent-linear model.
+
+        One solve and P back-substitutions with the same factors (see
+        ``ThermalBlockProblem.observation_jacobian``); raises :class:`SolveFailed`.
+        Collective on ``comm``; the result is on every rank.
+        """
+        s = self.solve(self._same_mu(mu), field=self.store is not None)
+        if not s.ok:
+            raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: {s.reason}")
+        self._keep(s)
+        t0 = time.perf_counter()
+        J = self.problem.observation_jacobian(s.mu)
+        self.time += time.perf_counter() - t0
+        return s.observations, J
+
+    def commit(self, store: Path, state: FEMState, run_id: str = "coupler",
+               index: int | None = None) -> int | None:
+        """Add a solved state to ``store`` as a new sample (root rank); return its index.
+
+        ``index`` picks the sample number (default: the first free one at or above
+        ``ENRICHMENT_BASE``); ranks that commit to one store independently (chains on
+        COMM_SELF) must use disjoint ranges.
+        """
         from hybrid.store import (
             ENRICHMENT_BASE,
             STATUS_FAILED,
@@ -90,8 +126,9 @@ class FEMModel:
 
         index = None
         if self.comm.rank == 0:
-            index = max(ENRICHMENT_BASE, max(SnapshotStore(store).committed_indices(),
-                                             default=-1) + 1)
+            if index is None:
+                index = max(ENRICHMENT_BASE, max(SnapshotStore(store).committed_indices(),
+                                                 default=-1) + 1)
             write_sample(Path(store), Sample(
                 index=index, mu=state.mu, status=STATUS_OK if state.ok else STATUS_FAILED,
                 reason="" if state.ok else state.reason, wall_time=state.wall_time,

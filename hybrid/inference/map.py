@@ -269,8 +269,10 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
         start: the cheap MAP if already computed (else :func:`find_map` with ``map_kwargs``).
         radius: initial trust-region half-width Δ₀ in w (∞-norm; w is the unit cube on
             bounded parameters).
-        jacobian: ``"fd"`` (finite differences of the expensive model in w), a callable
-            μ ↦ dG_e/dμ (m, P), or ``"zeroth"`` (value correction only).
+        jacobian: ``"fd"`` (finite differences of the expensive model in w), ``"model"``
+            (the expensive model's own ``jac_fn``, e.g. a tangent-linear FEM: evaluated with
+            every expensive run), a callable μ ↦ dG_e/dμ (m, P), or ``"zeroth"`` (value
+            correction only).
         fd_scheme: finite-difference scheme of the expensive Jacobian (forward: P runs).
         fd_step: relative finite-difference step (default ≈ √ε forward; raise it for a
             solver with iterative tolerance, e.g. 1e-6).
@@ -289,10 +291,12 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
     t0 = time.perf_counter()
     if isinstance(expensive, Posterior):
         expensive = expensive.model
-    if jacobian not in ("fd", "zeroth") and not callable(jacobian):
-        raise InferenceError(f"confirm: jacobian must be 'fd', 'zeroth' or a callable, "
-                             f"got {jacobian!r}")
+    if jacobian not in ("fd", "zeroth", "model") and not callable(jacobian):
+        raise InferenceError(f"confirm: jacobian must be 'fd', 'zeroth', 'model' or a "
+                             f"callable, got {jacobian!r}")
     exp_post = cheap.with_model(ForwardModel.wrap(expensive))
+    if jacobian == "model" and exp_post.model.jac_fn is None:
+        raise InferenceError("confirm: jacobian='model' needs an expensive model with jac_fn")
     t = cheap.transform
     em, cm = exp_post.model, cheap.model
     e0, c0 = em.n_evals, cm.n_evals
@@ -305,7 +309,14 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
     def exp_predict_w(W):
         return exp_post.predict(t.from_w(W))
 
-    F = exp_post.predict(t.from_w(w))
+    def exp_eval(ww):
+        """Expensive prediction at w, and its Jacobian in w when the model gives one."""
+        if jacobian != "model":
+            return exp_post.predict(t.from_w(ww)), None
+        y_, J_ = em.value_and_jacobian(t.from_w(ww))
+        return exp_post._select(y_), exp_post._select(J_.T).T * t.dmu_dw(ww)
+
+    F, J_at = exp_eval(w)
     phi = float(exp_post.objective_from_prediction(t.from_w(w), F))
     if not np.isfinite(phi):
         raise InferenceError("confirm: the expensive model failed at the cheap MAP estimate")
@@ -322,6 +333,8 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
             if jacobian == "fd":
                 Jw_e = fd_jacobian(exp_predict_w, w, F, step=fd_step, scheme=fd_scheme,
                                    bounds=bounds)
+            elif jacobian == "model":
+                Jw_e = J_at
             elif callable(jacobian):
                 Jw_e = np.asarray(jacobian(mu), dtype=float) * t.dmu_dw(w)
             else:
@@ -346,7 +359,7 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
             converged, reason = True, (f"corrected model predicts no decrease "
                                        f"({pred_dec:.2e}) within the trust region")
             break
-        Ft = exp_post.predict(t.from_w(res.x))
+        Ft, Jt = exp_eval(res.x)
         phit = float(exp_post.objective_from_prediction(t.from_w(res.x), Ft))
         actual = phi - phit
         rho = actual / pred_dec if np.isfinite(phit) else -np.inf
@@ -357,7 +370,7 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
         elif rho > 0.75 and step >= 0.99 * delta:
             delta = 2.0 * delta
         if accepted:
-            w, F, phi = res.x.copy(), Ft, phit
+            w, F, phi, J_at = res.x.copy(), Ft, phit, Jt
             need_model = True
             if step <= xtol:
                 converged, reason = True, f"step {step:.2e} <= xtol"

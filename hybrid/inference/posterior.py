@@ -50,13 +50,17 @@ class ForwardModel:
         failures: exception types meaning "no result here" (e.g. a failed FEM solve): the
             point's prediction becomes NaN and is counted in ``n_failed``.
         name: a label for reports.
+        jac_fn: μ (P,) ↦ (G(μ), dG/dμ (m, P)), e.g. a tangent-linear or adjoint model; used
+            for gradients when there is no torch version (one call per gradient).
     """
 
     def __init__(self, fn: Callable, *, torch_fn: Callable | None = None,
                  batched: bool = False, names: Sequence[str] | None = None,
-                 failures: tuple[type[BaseException], ...] = (), name: str = "model"):
+                 failures: tuple[type[BaseException], ...] = (), name: str = "model",
+                 jac_fn: Callable | None = None):
         self.fn = fn
         self.torch_fn = torch_fn
+        self.jac_fn = jac_fn
         self.batched = batched
         self.names = list(names) if names is not None else None
         self.failures = tuple(failures)
@@ -111,6 +115,22 @@ class ForwardModel:
         self.time += time.perf_counter() - t0
         self.n_evals += X.shape[0]
         return Y[0] if single else Y
+
+    def value_and_jacobian(self, mu) -> tuple[np.ndarray, np.ndarray]:
+        """(G(μ), dG/dμ) at one μ from ``jac_fn``; NaN where the model failed."""
+        mu = np.asarray(mu, dtype=float)
+        t0 = time.perf_counter()
+        try:
+            y, J = self.jac_fn(mu)
+            y, J = np.asarray(y, dtype=float).reshape(-1), np.asarray(J, dtype=float)
+            self._m = y.size
+        except self.failures:
+            self.n_failed += 1
+            m = self._m if self._m is not None else 1
+            y, J = np.full(m, np.nan), np.full((m, mu.size), np.nan)
+        self.time += time.perf_counter() - t0
+        self.n_evals += 1
+        return y, J
 
     def torch(self, mu):
         """Differentiable predictions (torch float64) at a torch μ."""
@@ -323,6 +343,9 @@ class Posterior:
 
             return torch.autograd.functional.jacobian(
                 g, torch.as_tensor(w, dtype=torch.float64)).detach().numpy()
+        if self.model.jac_fn is not None:
+            _, J = self.model.value_and_jacobian(self.transform.from_w(w))
+            return self._select(J.T).T * self.transform.dmu_dw(w)
         return fd_jacobian(self._fd_predict_w, w, pred0, step=self.fd_step,
                            scheme=self.fd_scheme, bounds=self.transform.w_bounds())
 
@@ -365,14 +388,20 @@ class Posterior:
             f.backward()
             return float(f.detach()), wt.grad.numpy().copy()
         mu = t.from_w(w)
-        raw = self.predict(mu)
+        J = None
+        if self.model.jac_fn is not None:   # value and gradient from one model call
+            raw, Jmu = self.model.value_and_jacobian(mu)
+            raw, J = self._select(raw), self._select(Jmu.T).T * t.dmu_dw(w)
+        else:
+            raw = self.predict(mu)
         pred = raw + correction(w) if correction is not None else raw
         r = (pred - self._y) / self._sigma
         theta = t.theta(mu)
         f = 0.5 * float(r @ r) - float(self.prior.logpdf(theta))
         if not np.isfinite(f):
             return np.inf, np.zeros_like(w)
-        J = self.jacobian_w(w, raw)
+        if J is None:
+            J = self.jacobian_w(w, raw)
         if correction is not None:
             J = J + correction.slope
         g = J.T @ (r / self._sigma) - self.prior.grad(theta) * t.dtheta_dw()

@@ -1,0 +1,289 @@
+"""The coupler: FEM-grade observations at μ from the cheapest model certified good enough.
+
+Inference asks "what does the model predict at μ" thousands of times. The coupler answers
+from a hierarchy of three models, each certified against the FEM, and falls back to the next
+only where the previous one is not trusted:
+
+1. the **surrogate** (POD-NN, a few µs): its coefficients c₁(μ);
+2. the **reduced-basis** Galerkin model on the surrogate's basis (:class:`ReducedBasis`,
+   tens of µs), enriched with every FEM solve the coupler runs;
+3. the **FEM** (ms to s): the answer is exact; the snapshot is committed to the store and
+   added to the reduced basis (the cheap update); :meth:`Coupler.retrain` rebuilds the
+   surrogate from the enriched store (the full update, on demand).
+
+**Trust.** For an affine model the residual bound Δ(μ; c) ≥ ‖u_h(μ) − Φᵀc‖_X and the dual
+norms ν_i = ‖l_i‖_{X'} of the observation functionals certify every observation of a reduced
+state: |y_i^FEM(μ) − y_i(μ)| ≤ δ_i(μ) = ν_i Δ(μ; c). The answer of a level is accepted when
+
+    η(μ) = max_i δ_i(μ) / σ_i ≤ tol,
+
+i.e. when its certified error is at most ``tol`` noise standard deviations on every
+observation; so the tolerance is tied to the noise level of the data, and a change in the
+log-likelihood it can cause is bounded by Σ_i (|r_i| + tol/2) tol with r_i the normalised
+residuals. Models without an affine decomposition use the spread of an ensemble surrogate
+(an indicator, not a bound) in place of δ_i, and have no reduced-basis level.
+
+**MPI.** The FEM runs on the communicator of the :class:`~hybrid.fem.model.FEMModel` (it is
+collective there). Every rank of that communicator must call :meth:`Coupler.observe` with
+the same μ; the decision is made on its root and broadcast, and so are the answer and the
+snapshot used to enrich the reduced basis, so the ranks' models stay identical. This module
+does not import DOLFINx: the FEM model is passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.errors import HybridError, SolveFailed
+
+log = logging.getLogger("hybrid.coupler")
+
+LEVELS = ("surrogate", "reduced-basis", "fem")
+
+
+class CouplerError(HybridError):
+    """The coupler cannot be set up as asked (no error estimate, no FEM model, …)."""
+
+
+@dataclass
+class Answer:
+    """The coupler's answer at one μ."""
+
+    y: np.ndarray
+    source: str
+    """Which model answered: ``surrogate``, ``reduced-basis`` or ``fem``."""
+    eta: float
+    """Certified error of the answer in noise standard deviations (0 for the FEM)."""
+    etas: dict[str, float] = field(default_factory=dict)
+    """η of every level that was asked."""
+
+
+@dataclass
+class _Counter:
+    calls: int = 0
+    time: float = 0.0
+
+
+class Coupler:
+    """Observations at μ: surrogate, reduced basis or FEM, whichever is cheapest and trusted.
+
+    Args:
+        surrogate: a :class:`~hybrid.surrogate.Surrogate` with observations.
+        fem: the FEM model (:class:`hybrid.fem.model.FEMModel`), or None (then an untrusted
+            query raises :class:`CouplerError`).
+        sigma: noise standard deviations of the observations, (m,) in the order of
+            ``surrogate.observation_names`` (or an :class:`~hybrid.inference.Observations`,
+            matched by name).
+        tol: trust threshold on η = max_i δ_i/σ_i.
+        store: snapshot store to which FEM solves are committed (None: not kept).
+        static: the store's static data (read from ``store`` when not given); needed for the
+            reduced-basis level and for the observation dual norms.
+        reduced_basis: use the reduced-basis level (affine models).
+        enrich: add FEM snapshots to the reduced basis.
+        index_base: first sample number for commits (disjoint per independent process).
+        run_id: recorded with committed samples.
+    """
+
+    def __init__(self, surrogate, fem=None, *, sigma, tol: float = 0.1,
+                 store: str | Path | None = None, static=None, reduced_basis: bool = True,
+                 enrich: bool = True, index_base: int | None = None,
+                 run_id: str = "coupler"):
+        from hybrid.surrogate.rb import ReducedBasis
+
+        self.surrogate = surrogate
+        self.fem = fem
+        self.names = list(surrogate.observation_names)
+        if not self.names:
+            raise CouplerError("the surrogate predicts no observations: declare "
+                               "[observations] in the case file and rebuild the store")
+        if hasattr(sigma, "names") and hasattr(sigma, "sigma"):
+            index = dict(zip(sigma.names, sigma.sigma, strict=True))
+            sigma = [index.get(n, np.inf) for n in self.names]   # unobserved: never binding
+        self.sigma = np.asarray(sigma, dtype=float).reshape(-1)
+        if self.sigma.shape != (len(self.names),) or np.any(self.sigma <= 0):
+            raise CouplerError(f"sigma must be {len(self.names)} positive values (one per "
+                               f"observation {self.names})")
+        if not (np.isfinite(tol) and tol > 0):
+            raise CouplerError(f"tol must be a positive number, got {tol}")
+        self.tol = float(tol)
+        self.store = Path(store) if store is not None else None
+        if static is None and self.store is not None:
+            from hybrid.store import SnapshotStore
+
+            static = SnapshotStore(self.store).static
+        if static is not None and getattr(static, "observation_affine", None) is not None:
+            # the certified bounds below assume μ-independent observation rows
+            raise CouplerError("the coupler certifies point sensors and averages; boundary-"
+                               "flux observations (affine in mu) are not supported by it yet "
+                               "(use --stage2 fem or none)")
+        self.affine = surrogate.estimator is not None
+        self.rb = None
+        self.nu = None
+        if self.affine:
+            if static is None:
+                raise CouplerError("the coupler needs the store (static data) for the "
+                                   "observation error bounds")
+            self.rb = ReducedBasis(static, surrogate.spec, surrogate.modes,
+                                   surrogate.estimator.mu_ref)
+            self.nu = self.rb.obs_dual_norms
+        elif surrogate.kind != "pod-nn" or surrogate.members < 2:
+            raise CouplerError("the coupler needs an error estimate: an affine model (residual "
+                               "bound) or an ensemble surrogate (train with --members >= 2)")
+        self.use_rb = bool(reduced_basis and self.rb is not None)
+        self.use_surrogate = not (self.use_rb and surrogate.kind == "galerkin")
+        self.enrich = enrich
+        self.run_id = run_id
+        self.index_base = index_base
+        self.counts = {level: _Counter() for level in LEVELS}
+        self.answered_by = dict.fromkeys(LEVELS, 0)
+        self.n_queries = 0
+        self.n_updates = 0
+        self.update_time = 0.0
+        self.committed: list[int] = []
+        self.switches: list[dict] = []
+        self._last = None
+        comm = getattr(fem, "comm", None)
+        self._comm = comm if comm is not None and comm.size > 1 else None
+
+    # ------------------------------------------------------------------ levels
+    def _eta(self, delta: np.ndarray) -> float:
+        return float(np.max(delta / self.sigma))
+
+    def _surrogate(self, mu: np.ndarray) -> tuple[np.ndarray, float]:
+        s = self.surrogate
+        if self.affine:
+            c = s.predict(mu)
+            y = c @ s.observation_matrix.T
+            d = s.error_estimate(mu, relative=False, coefficients=c)
+            return y, self._eta(self.nu * d)
+        members = s.members_predict(mu)                      # (K, n)
+        ys = members @ s.observation_matrix.T
+        return ys.mean(axis=0), self._eta(ys.std(axis=0, ddof=1))
+
+    def _reduced_basis(self, mu: np.ndarray) -> tuple[np.ndarray, float]:
+        c = self.rb.solve(mu)
+        return self.rb.observe(c), self._eta(self.nu * self.rb.bound(mu, c))
+
+    def _timed(self, level: str, fn, mu):
+        t0 = time.perf_counter()
+        out = fn(mu)
+        c = self.counts[level]
+        c.calls += 1
+        c.time += time.perf_counter() - t0
+        return out
+
+    # ------------------------------------------------------------------ the answer
+    def evaluate(self, mu) -> Answer:
+        """The answer at one μ (P,), with where it came from and its certified error.
+
+        Collective on the FEM communicator when the FEM has to run.
+        """
+        mu = self.surrogate.space.check(np.asarray(mu, dtype=float))
+        if mu.ndim != 1:
+            raise CouplerError(f"evaluate takes one parameter vector, got shape {mu.shape}")
+        etas: dict[str, float] = {}
+        answer = None
+        if self.use_surrogate:
+            y, eta = self._timed("surrogate", self._surrogate, mu)
+            etas["surrogate"] = eta
+            if eta <= self.tol:
+                answer = Answer(y, "surrogate", eta, etas)
+        if answer is None and self.use_rb:
+            y, eta = self._timed("reduced-basis", self._reduced_basis, mu)
+            etas["reduced-basis"] = eta
+            if eta <= self.tol:
+                answer = Answer(y, "reduced-basis", eta, etas)
+        if self._comm is not None:   # one decision for all ranks: the root's
+            answer = self._comm.bcast(answer, root=0)
+        if answer is None:
+            answer = Answer(self._fem(mu), "fem", 0.0, etas)
+        self.n_queries += 1
+        self.answered_by[answer.source] += 1
+        if answer.source != self._last:
+            self.switches.append({"mu": mu.tolist(), "source": answer.source, "etas": etas,
+                                  "query": self.n_queries})
+            log.info("coupler: %s at mu=%s (eta %s, tol %g)", answer.source,
+                     np.round(mu, 4).tolist(), {k: f"{v:.2g}" for k, v in etas.items()},
+                     self.tol)
+            self._last = answer.source
+        return answer
+
+    def observe(self, mu) -> np.ndarray:
+        """FEM-grade observations at μ (order: ``names``)."""
+        return self.evaluate(mu).y
+
+    __call__ = observe
+
+    def _fem(self, mu: np.ndarray) -> np.ndarray:
+        if self.fem is None:
+            raise CouplerError(f"the surrogate is not trusted at mu={np.round(mu, 6).tolist()} "
+                               "and no FEM model was given")
+        t0 = time.perf_counter()
+        state = self.fem.solve(mu, field=True)
+        c = self.counts["fem"]
+        c.calls += 1
+        c.time += time.perf_counter() - t0
+        if not state.ok:
+            raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: "
+                              f"{state.reason}")
+        t0 = time.perf_counter()
+        if self.store is not None:
+            index = None
+            if self.index_base is not None:
+                index = self.index_base + len(self.committed)
+            self.committed.append(self.fem.commit(self.store, state, self.run_id, index))
+        if self.enrich and self.rb is not None:
+            u = state.u if self._comm is None else self._comm.bcast(state.u, root=0)
+            if self.rb.enrich(u):
+                self.n_updates += 1
+        self.update_time += time.perf_counter() - t0
+        # observations in the surrogate's order (the FEM's are the case's: the same names)
+        fem_names = list(getattr(self.fem, "observation_names", self.names))
+        y = np.asarray(state.observations, dtype=float)
+        return y[[fem_names.index(n) for n in self.names]] if fem_names != self.names else y
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def n_fem(self) -> int:
+        return self.counts["fem"].calls
+
+    def report(self) -> dict:
+        """Counts, times and switches (JSON-able)."""
+        return {"tol": self.tol, "criterion": "max_i delta_i/sigma_i <= tol",
+                "bound": "residual (rigorous)" if self.affine else "ensemble spread (indicator)",
+                "levels": [lv for lv, on in zip(LEVELS, (self.use_surrogate, self.use_rb, True),
+                                                strict=True) if on],
+                "queries": self.n_queries,
+                "calls": {k: c.calls for k, c in self.counts.items()},
+                "time_s": {k: c.time for k, c in self.counts.items()},
+                "answered_by": dict(self.answered_by),
+                "reduced_basis_size": None if self.rb is None else self.rb.n,
+                "updates": self.n_updates, "update_time_s": self.update_time,
+                "committed_samples": [i for i in self.committed if i is not None],
+                "switches": len(self.switches)}
+
+    def forward_model(self):
+        """The coupler as an inference :class:`~hybrid.inference.ForwardModel`."""
+        from hybrid.inference import ForwardModel
+
+        return ForwardModel(self.observe, names=self.names, failures=(SolveFailed,),
+                            name="coupler")
+
+    def retrain(self, options=None):
+        """Full update: rebuild the surrogate from the (enriched) store; returns it."""
+        if self.store is None:
+            raise CouplerError("retrain needs the store")
+        from hybrid.surrogate.build import BuildOptions, build_surrogate
+
+        opts = options or BuildOptions(kind=self.surrogate.kind)
+        sur, _ = build_surrogate(self.store, opts)
+        self.__init__(sur, self.fem, sigma=self.sigma, tol=self.tol, store=self.store,
+                      reduced_basis=self.use_rb, enrich=self.enrich,
+                      index_base=None if self.index_base is None
+                      else self.index_base + len(self.committed), run_id=self.run_id)
+        return sur

@@ -1,0 +1,146 @@
+"""Inference on a small FEM case: MAP recovery, FEM confirmation, the CLI, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import hybrid.fem  # noqa: F401
+from hybrid.campaign import run_campaign
+from hybrid.case import load_case
+from hybrid.fem.model import FEMModel
+from hybrid.infer import InferenceOptions, run_inference
+from hybrid.inference import Observations, Posterior, find_map, synthesize
+from hybrid.inference.models import fem_model
+from hybrid.physics.thermal_block import case_text
+from hybrid.surrogate.build import BuildOptions, build_surrogate
+
+from .conftest import run_cli
+
+TRUTH = np.array([0.3, 0.55, 0.8, 0.45])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from mpi4py import MPI
+
+    root = tmp_path_factory.mktemp("infer")
+    path = root / "case.toml"
+    path.write_text(case_text(name="tb_infer", cells=24, blocks=2, samples=16, seed=2, grid=4,
+                              store=str(root / "store")))
+    case = load_case(path)
+    assert run_campaign(case, comm=MPI.COMM_SELF, progress=False, paraview=False).ok == 16
+    # a deliberately poor surrogate (3 modes): the FEM confirmation has work to do
+    sur, _ = build_surrogate(root / "store", BuildOptions(kind="galerkin", modes=3))
+    sur.save(root / "sur3")
+    fem = FEMModel(case, MPI.COMM_SELF)
+    y = fem.observe(TRUTH)
+    fem.close()
+    return root, path, case, sur, y
+
+
+def test_map_recovers_known_parameters_from_noise_free_data(setup, tmp_path):
+    root, path, case, sur, y = setup
+    data = Observations(tuple(case.observations.names()), y, 1e-3 * np.abs(y))
+    s = run_inference(case, sur, data, InferenceOptions(method="map", starts=4, enrich=False),
+                      out=tmp_path / "out", store=root / "store")
+    mu = np.array([s["estimate"][n] for n in case.parameters.names])
+    # the FEM MAP of exact data is the truth; the 3-mode surrogate's own MAP is not
+    assert np.allclose(mu, TRUTH, rtol=1e-6), mu - TRUTH
+    cheap = np.array(list(s["surrogate_map"]["mu"].values()))
+    assert np.max(np.abs(cheap - TRUTH)) > 1e-3
+    assert s["misfit"]["chi2_fem"] < 1e-8 and s["map"]["converged"]
+    assert 1 <= s["fem"]["solves"] <= 30
+    d = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert d["estimate"] == s["estimate"]
+    assert (tmp_path / "out" / "corner.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "field" / "solution.xdmf").exists()
+
+
+def test_fem_confirmed_map_equals_fem_only_map_and_laplace_covers(setup, tmp_path):
+    """With 1 % noise: the confirmed MAP equals an independent L-BFGS-B on the FEM alone."""
+    root, path, case, sur, y = setup
+    data = synthesize(y, 0.01, "relative", seed=4, names=case.observations.names())
+    s = run_inference(case, sur, data, InferenceOptions(method="map", starts=4, enrich=False,
+                                                        field=False), store=root / "store")
+    mu = np.array([s["estimate"][n] for n in case.parameters.names])
+    std = np.array([s["std"][n] for n in case.parameters.names])
+    from mpi4py import MPI
+
+    fem = FEMModel(case, MPI.COMM_SELF)
+    direct = find_map(Posterior(fem_model(fem), data, case.parameters), starts=0, x0=mu * 0.9)
+    fem.close()
+    assert np.all(np.abs(mu - direct.mu) < 1e-3 * std), (mu - direct.mu) / std
+    assert np.all(np.abs(mu - TRUTH) < 4 * std)          # the truth within 4 Laplace std
+    assert np.allclose(std, direct.std, rtol=1e-3)
+
+
+def test_fem_jacobian_matches_finite_differences(setup):
+    from mpi4py import MPI
+
+    _, _, case, _, _ = setup
+    fem = FEMModel(case, MPI.COMM_SELF)
+    y, J = fem.jacobian(TRUTH)
+    h = 1e-6
+    for k in range(4):
+        e = np.zeros(4)
+        e[k] = h
+        fd = (fem.observe(TRUTH + e) - fem.observe(TRUTH - e)) / (2 * h)
+        assert np.allclose(J[:, k], fd, rtol=1e-6, atol=1e-9 * np.abs(J).max())
+    fem.close()
+
+
+def test_cli_synth_and_infer_mcmc_with_coupler(setup, tmp_path):
+    root, path, case, _, _ = setup
+    obs = tmp_path / "obs.csv"
+    r = run_cli(["synth", path, "--mu", "0.3,0.55,0.8,0.45", "--out", obs, "--seed", "3"])
+    assert r.returncode == 0, r.stderr
+    assert obs.read_text().count("\n") == 16 + 6        # 5 metadata lines, header, 16 rows
+    r = run_cli(["synth", path, "--mu", "0.3,0.55,0.8,0.45", "--out", obs])
+    assert r.returncode == 2 and "exists" in r.stderr and obs.read_text().count("\n") == 22
+    r = run_cli(["infer", path, "--surrogate", root / "sur3", "--data", obs, "--method", "mcmc",
+                 "--samples", "300", "--burn-in", "200", "--chains", "2", "--no-enrich",
+                 "--out", tmp_path / "mc"])
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "mc" / "summary.json").read_text())
+    assert "stage 2 = coupler" in s["mcmc"]["target"] and s["mcmc"]["exact"]
+    cp = s["coupler"][0]
+    assert sum(cp["answered_by"].values()) == cp["queries"] == s["mcmc"]["counts"]["expensive"]
+    for f in ("corner.png", "trace.png", "samples.npz", "field/solution.xdmf"):
+        assert (tmp_path / "mc" / f).exists(), f
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hybrid: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_cli_bad_input_is_one_line_and_writes_nothing(setup, tmp_path):
+    root, path, case, _, y = setup
+    good = tmp_path / "obs.csv"
+    Observations(tuple(case.observations.names()), y, 1e-3).to_csv(good)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text().replace(f"p3,{float(y[3])!r}", "p3,nan"))
+    out = tmp_path / "out"
+    r = run_cli(["infer", path, "--surrogate", root / "sur3", "--data", bad, "--out", out])
+    _one_line_error(r, f"{bad}:", "value must be finite")
+    assert not out.exists()
+    # a surrogate of another case (3x3 blocks: 9 parameters)
+    other = tmp_path / "other.toml"
+    other.write_text(case_text(name="other", cells=12, blocks=3, grid=4,
+                               store=str(tmp_path / "st")))
+    r = run_cli(["infer", other, "--surrogate", root / "sur3", "--data", good, "--out", out])
+    _one_line_error(r, "surrogate has 4 parameters")
+    r = run_cli(["infer", path, "--surrogate", tmp_path / "nope", "--data", good, "--out", out])
+    _one_line_error(r, "nope")
+    r = run_cli(["infer", path, "--surrogate", root / "sur3", "--data", good, "--method", "x"])
+    _one_line_error(r, "--method must be one of map, mcmc")
+    r = run_cli(["synth", path, "--mu", "0.3,0.55,0.8,4.0", "--out", tmp_path / "o.csv"])
+    _one_line_error(r, "mu_3=4 is outside its bounds")
+    assert not out.exists() and not (tmp_path / "o.csv").exists()
