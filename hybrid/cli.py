@@ -110,18 +110,14 @@ def info(
 
 def _register_commands() -> None:
     from hybrid.infer_cli import infer_command, synth_command
+    from hybrid.serve_cli import serve_command
     from hybrid.surrogate_cli import query_command, train_command
 
     app.command("train")(train_command)
     app.command("query")(query_command)
     app.command("synth")(synth_command)
     app.command("infer")(infer_command)
-    try:  # TEMPORARY until serve_cli lands
-        from hybrid.serve_cli import serve_command
-
-        app.command("serve")(serve_command)
-    except ModuleNotFoundError:
-        pass
+    app.command("serve")(serve_command)
 
 
 _register_commands()

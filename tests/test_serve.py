@@ -1,0 +1,296 @@
+"""``hybrid serve``: surrogate and FEM models over UM-Bridge, driven by the real umbridge client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import umbridge
+
+from hybrid.surrogate import Surrogate
+from hybrid.surrogate.build import BuildOptions, build_surrogate
+from tests import conftest_surrogate as cs
+
+from .conftest import MPIRUN, ROOT
+
+OBS = "\n[observations]\ngrid = 2\n"
+
+
+@contextlib.contextmanager
+def served(*args, ranks: int | None = None, timeout: float = 60):
+    """Run ``python -m hybrid.serve_cli ARGS --port 0``; yield (url, lines printed, process).
+
+    The server is always stopped: SIGINT (a clean stop), then SIGKILL of its process group.
+    """
+    cmd = [sys.executable, "-m", "hybrid.serve_cli", *map(str, args), "--port", "0"]
+    if ranks:
+        cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+
+    def read():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while True:
+            line = lines.get(timeout=timeout)
+            assert line is not None, f"server exited before serving:\n{''.join(seen)}"
+            seen.append(line)
+            if line.startswith("serving "):
+                break
+        yield line.split()[-1], [t.strip() for t in seen], proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader.join(timeout=5)
+        proc.stdout.close()
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=15)
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hybrid.serve_cli", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def post(url: str, path: str, body) -> tuple[int, dict]:
+    data = body if isinstance(body, str) else json.dumps(body)   # json.dumps writes NaN
+    r = requests.post(url + path, data=data, timeout=30)
+    return r.status_code, r.json()
+
+
+@pytest.fixture(scope="module")
+def surrogate_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    store = cs.store2(root, cs.BlockFEM(cells=16, blocks=2))
+    s, _ = build_surrogate(store, BuildOptions(kind="galerkin"))
+    return s.save(root / "surrogate")
+
+
+@pytest.fixture(scope="module")
+def server(surrogate_dir):
+    with served(surrogate_dir) as (url, lines, proc):
+        yield url, lines[-1], proc
+
+
+MU = [0.3, 0.55, 0.8, 0.15]
+
+
+# ----------------------------------------------------------------------------- surrogate
+def test_surrogate_model_evaluates_like_the_surrogate(server, surrogate_dir):
+    url, _, _ = server
+    s = Surrogate.load(surrogate_dir)
+    m = umbridge.HTTPModel(url, "surrogate")
+    assert umbridge.supported_models(url) == ["surrogate"]
+    assert m.get_input_sizes() == [4] and m.get_output_sizes() == [1, 2]
+    assert m.supports_evaluate() and m.supports_gradient() and m.supports_apply_jacobian()
+    assert not m.supports_apply_hessian()
+    for mu in (MU, [0.1, 1.0, 0.1, 1.0], cs.space(2).sample(1, "random", 5)[0].tolist()):
+        obs, qoi = m([mu])
+        assert np.allclose(obs, s.observe(np.array(mu)), rtol=1e-12, atol=0)
+        assert np.allclose(qoi, s.qoi(np.array(mu)), rtol=1e-12, atol=0)
+    # config: extrapolation outside the box, refused without it
+    out = [0.3, 0.55, 0.8, 1.2]
+    _, qoi = m([out], {"extrapolate": True})
+    with pytest.warns(UserWarning, match="extrapolating"):
+        assert np.allclose(qoi, s.qoi(np.array(out), extrapolate=True), rtol=1e-12, atol=0)
+    with pytest.raises(Exception, match=r"InvalidInput: mu: mu_3=1.2 is outside its bounds"):
+        m([out])
+
+
+def test_surrogate_gradient_and_jacobian_match_finite_differences(server, surrogate_dir):
+    url, _, _ = server
+    s = Surrogate.load(surrogate_dir)
+    m = umbridge.HTTPModel(url, "surrogate")
+    mu, h = np.array(MU), 1e-6
+    outputs = [s.observe, s.qoi]
+    rng = np.random.default_rng(1)
+    for k, f in enumerate(outputs):
+        fd = np.array([(f(mu + h * e) - f(mu - h * e)) / (2 * h) for e in np.eye(4)]).T
+        sens = rng.standard_normal(fd.shape[0])
+        g = np.array(m.gradient(k, 0, [MU], sens.tolist()))
+        assert g.shape == (4,)
+        assert np.linalg.norm(g - fd.T @ sens) <= 1e-6 * np.linalg.norm(fd.T @ sens)
+        vec = rng.standard_normal(4)
+        jv = np.array(m.apply_jacobian(k, 0, [MU], vec.tolist()))
+        assert np.linalg.norm(jv - fd @ vec) <= 1e-6 * np.linalg.norm(fd @ vec)
+
+
+@pytest.mark.parametrize("path, body, kind, message", [
+    ("/Evaluate", "{not json", "InvalidInput", "not valid JSON"),
+    ("/Evaluate", "[1, 2]", "InvalidInput", "must be a JSON object"),
+    ("/Evaluate", {"name": "surrogate", "input": [[0.3, 0.5, 0.7]]}, "InvalidInput",
+     "input 0: expected 4 values, got 3"),
+    ("/Evaluate", {"name": "surrogate", "input": [MU, [1.0]]}, "InvalidInput",
+     "expected 1 input vector(s), got 2"),
+    ("/Evaluate", {"name": "surrogate", "input": [[0.3, 0.5, 0.7, 1.5]]}, "InvalidInput",
+     "mu_3=1.5 is outside its bounds [0.1, 1]"),
+    ("/Evaluate", {"name": "surrogate", "input": [[0.3, float("nan"), 0.7, 0.5]]},
+     "InvalidInput", "finite"),
+    ("/Evaluate", {"name": "surrogate", "input": [[0.3, "x", 0.7, 0.5]]}, "InvalidInput",
+     "input 0: expected a list of numbers"),
+    ("/Evaluate", {"name": "surrogate", "input": [MU], "config": {"tol": 1}}, "InvalidInput",
+     "config: unknown key 'tol'"),
+    ("/Evaluate", {"name": "fem", "input": [MU]}, "ModelNotFound", "model 'fem' not found"),
+    ("/Evaluate", {"name": "surrogate"}, "InvalidInput", "missing key(s) ['input']"),
+    ("/Gradient", {"name": "surrogate", "outWrt": 2, "inWrt": 0, "input": [MU], "sens": [1]},
+     "InvalidInput", "outWrt: expected an integer in [0, 1], got 2"),
+    ("/Gradient", {"name": "surrogate", "outWrt": 1, "inWrt": 0, "input": [MU], "sens": [1]},
+     "InvalidInput", "sens: expected 2 value(s), got 1"),
+    ("/ApplyJacobian", {"name": "surrogate", "outWrt": 0, "inWrt": 0, "input": [MU],
+                        "vec": [1, 2]}, "InvalidInput", "vec: expected 4 value(s), got 2"),
+    ("/ApplyHessian", {"name": "surrogate", "outWrt": 0, "inWrt1": 0, "inWrt2": 0,
+                       "input": [MU], "sens": [1], "vec": [1, 0, 0, 0]},
+     "UnsupportedFeature", "ApplyHessian is not supported"),
+])
+def test_bad_requests_get_error_responses_and_the_server_stays_up(server, path, body, kind,
+                                                                  message):
+    url, _, proc = server
+    status, reply = post(url, path, body)
+    assert status == 400
+    assert set(reply) == {"error"} and reply["error"]["type"] == kind
+    assert message in reply["error"]["message"]
+    assert proc.poll() is None
+    status, reply = post(url, "/Evaluate", {"name": "surrogate", "input": [MU]})
+    assert status == 200 and len(reply["output"]) == 2
+
+
+def test_server_binds_loopback_only(server):
+    url, line, _ = server
+    assert line == f"serving surrogate at {url}" and url.startswith("http://127.0.0.1:")
+    port = int(url.rsplit(":", 1)[1])
+    tcp = Path("/proc/net/tcp")
+    if not tcp.exists():
+        pytest.skip("no /proc/net/tcp")
+    listening = [row.split()[1] for row in tcp.read_text().splitlines()[1:]
+                 if row.split()[3] == "0A" and int(row.split()[1].split(":")[1], 16) == port]
+    assert listening == ["0100007F:" + f"{port:04X}"]      # 127.0.0.1 only, not 0.0.0.0
+
+
+def test_cli_user_errors_are_one_line(surrogate_dir, server, tmp_path):
+    url, _, _ = server
+    port = url.rsplit(":", 1)[1]
+    cases = [
+        ((tmp_path,), "not a surrogate directory (no surrogate.json)"),
+        ((tmp_path / "missing",), "no such surrogate directory or case file"),
+        ((surrogate_dir, "--surrogate", surrogate_dir), "--surrogate: only with a case file"),
+        ((surrogate_dir, "--port", port), f"cannot listen on 127.0.0.1:{port}: Address already"),
+    ]
+    for args, message in cases:
+        r = cli(*args)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hybrid: error: "), r.stderr
+        assert message in lines[0]
+
+
+# ----------------------------------------------------------------------------- FEM
+def _fem_reference(case_path: Path):
+    from hybrid.case import load_case
+    from hybrid.fem import MPI  # imports dolfinx_solver ahead of mpi4py
+    from hybrid.fem.model import FEMModel
+
+    return FEMModel(load_case(case_path), MPI.COMM_SELF)
+
+
+def _check_fem_server(url: str, case_path: Path, rtol: float) -> None:
+    ref = _fem_reference(case_path)
+    m = umbridge.HTTPModel(url, "fem")
+    assert m.get_input_sizes() == [4] and m.get_output_sizes() == [4, 2]
+    assert m.supports_gradient() == hasattr(ref, "jacobian")
+    for mu in (MU, [0.9, 0.2, 0.4, 0.6]):
+        obs, qoi = m([mu])
+        state = ref.solve(np.array(mu), field=False)
+        assert np.allclose(obs, ref.observe(np.array(mu)), rtol=rtol, atol=0)
+        assert np.allclose(qoi, state.qoi, rtol=rtol, atol=0)
+    if m.supports_gradient():
+        out = ref.jacobian(np.array(MU))
+        J = out[1] if isinstance(out, tuple) else out
+        sens = np.array([1.0, -2.0, 0.5, 3.0])
+        assert np.allclose(m.gradient(0, 0, [MU], sens.tolist()), J.T @ sens, rtol=rtol,
+                           atol=1e-14)
+    status, reply = post(url, "/Evaluate", {"name": "fem", "input": [[0.3, 0.5, 0.7, 2.0]]})
+    assert status == 400 and "mu_3=2 is outside its bounds" in reply["error"]["message"]
+    ref.close()
+
+
+def test_fem_model_served_matches_in_process_model(write_case):
+    case = write_case(cells=8, blocks=2)
+    case.write_text(case.read_text() + OBS)
+    with served(case) as (url, lines, proc):
+        assert lines[-1] == f"serving fem at {url}"
+        assert lines[0].startswith("model fem: 4 parameters") and "1 rank(s)" in lines[0]
+        _check_fem_server(url, case, rtol=1e-12)
+        assert stop(proc) == 0
+
+
+def test_fem_model_under_mpirun_two_ranks(write_case, surrogate_dir):
+    """Rank 0 serves, both ranks solve; the surrogate is served next to it; clean stop."""
+    case = write_case(cells=8, blocks=2)
+    case.write_text(case.read_text() + OBS)
+    with served(case, "--surrogate", surrogate_dir, ranks=2) as (url, lines, proc):
+        assert lines[-1] == f"serving fem, surrogate at {url}"
+        assert "2 rank(s)" in lines[0]
+        status, reply = post(url, "/Evaluate", {"name": "fem", "input": [MU]})  # timeout
+        assert status == 200, reply
+        _check_fem_server(url, case, rtol=1e-10)
+        assert umbridge.supported_models(url) == ["fem", "surrogate"]
+        assert len(umbridge.HTTPModel(url, "surrogate")([MU])) == 2
+        assert stop(proc) == 0
+
+
+def test_failed_fem_solve_is_an_error_response(write_case):
+    """A diverged solve answers ModelError (HTTP 500) and the app goes on answering."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hybrid.case import load_case
+    from hybrid.fem import MPI
+    from hybrid.serve import FEMModel, make_app
+
+    case = write_case(cells=24, blocks=2,
+                      petsc='ksp_type = "cg"\npc_type = "none"\nksp_max_it = 2')
+    case.write_text(case.read_text() + OBS)
+    model = FEMModel(load_case(case), MPI.COMM_SELF)
+
+    async def run():
+        async with TestClient(TestServer(make_app([model]))) as client:
+            replies = []
+            for _ in range(2):
+                r = await client.post("/Evaluate", json={"name": "fem", "input": [MU]})
+                replies.append((r.status, await r.json()))
+            r = await client.post("/InputSizes", json={"name": "fem"})
+            return replies, await r.json()
+
+    replies, sizes = asyncio.run(run())
+    assert sizes == {"inputSizes": [4]}
+    for status, reply in replies:
+        assert status == 500 and reply["error"]["type"] == "ModelError"
+        assert "FEM solve at mu=" in reply["error"]["message"]
+        assert "DIVERGED_MAX_IT" in reply["error"]["message"]
+    model.close()
