@@ -31,11 +31,21 @@ app = typer.Typer(
 )
 
 
-def _world_rank() -> int:
-    for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+def _launcher_int(keys: tuple[str, ...], default: int) -> int:
+    """An integer the MPI launcher put in the environment (MPICH/PMI or Open MPI names)."""
+    for k in keys:
         if k in os.environ:
             return int(os.environ[k])
-    return 0
+    return default
+
+
+def _world_rank() -> int:
+    return _launcher_int(("PMI_RANK", "OMPI_COMM_WORLD_RANK"), 0)
+
+
+def world_size() -> int:
+    """Number of ranks mpirun started (1 without a launcher), before MPI is initialised."""
+    return _launcher_int(("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), 1)
 
 
 def _say(text: str) -> None:

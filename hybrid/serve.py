@@ -144,7 +144,23 @@ def _names(names: Sequence[str], k: int = 4) -> str:
 
 
 # ----------------------------------------------------------------------------- models
-class SurrogateModel(umbridge.Model):
+class _ParameterModel(umbridge.Model):
+    """Shared part of the served models: one input vector μ in ``space``, named outputs."""
+
+    space: ParameterSpace
+    output_names: list[tuple[str, list[str]]]
+
+    def get_input_sizes(self, config: dict | None = None) -> list[int]:
+        return [self.space.dim]
+
+    def get_output_sizes(self, config: dict | None = None) -> list[int]:
+        return [len(n) for _, n in self.output_names]
+
+    def supports_evaluate(self) -> bool:
+        return True
+
+
+class SurrogateModel(_ParameterModel):
     """A :class:`hybrid.surrogate.Surrogate` as an UM-Bridge model (numpy + torch; no MPI).
 
     Input: one vector μ of ``surrogate.space.dim`` parameters. Outputs: the observations
@@ -163,15 +179,6 @@ class SurrogateModel(umbridge.Model):
             outputs.insert(0, ("observations", surrogate.observation_names, surrogate.observe))
         self.output_names: list[tuple[str, list[str]]] = [(o, n) for o, n, _ in outputs]
         self._functions: list[Callable] = [f for _, _, f in outputs]
-
-    def get_input_sizes(self, config: dict | None = None) -> list[int]:
-        return [self.space.dim]
-
-    def get_output_sizes(self, config: dict | None = None) -> list[int]:
-        return [len(n) for _, n in self.output_names]
-
-    def supports_evaluate(self) -> bool:
-        return True
 
     def supports_gradient(self) -> bool:
         return True
@@ -254,7 +261,7 @@ class WorkChannel:
         self.comm.Free()
 
 
-class FEMModel(umbridge.Model):
+class FEMModel(_ParameterModel):
     """The FEM model of a case as an UM-Bridge model (DOLFINx; MPI-parallel).
 
     Wraps :class:`hybrid.fem.model.FEMModel` (``case`` on ``comm``, default COMM_WORLD).
@@ -282,15 +289,6 @@ class FEMModel(umbridge.Model):
         if self.model.observation_names:
             self.output_names.insert(0, ("observations", self.model.observation_names))
         self._channel = WorkChannel(self.comm) if self.comm.size > 1 else None
-
-    def get_input_sizes(self, config: dict | None = None) -> list[int]:
-        return [self.space.dim]
-
-    def get_output_sizes(self, config: dict | None = None) -> list[int]:
-        return [len(n) for _, n in self.output_names]
-
-    def supports_evaluate(self) -> bool:
-        return True
 
     def supports_gradient(self) -> bool:
         return callable(getattr(self.model, "jacobian", None))

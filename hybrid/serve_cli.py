@@ -13,19 +13,11 @@ Registered in :mod:`hybrid.cli` with ``app.command("serve")(serve_command)``; al
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-
-def _world_size() -> int:
-    for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
-        if k in os.environ:
-            return int(os.environ[k])
-    return 1
 
 
 def _is_surrogate(path: Path) -> bool:
@@ -76,7 +68,9 @@ def serve_command(
             raise ServeError("--surrogate: only with a case file as TARGET")
         if not _is_surrogate(surrogate):
             raise ServeError(f"--surrogate: {surrogate} is not a surrogate directory")
-    if kind == "surrogate" and _world_size() > 1:
+    from hybrid.cli import world_size
+
+    if kind == "surrogate" and world_size() > 1:
         raise ServeError("a surrogate is served by one process: run without mpirun (or serve "
                          "a case file, whose FEM solves use every rank)")
     from hybrid.surrogate import Surrogate
