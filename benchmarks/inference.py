@@ -87,12 +87,12 @@ def run_mcmc(case, sur, data, fem, chains, n, burn, seed, tol, x0, cov_z):
     from hybrid.inference import Posterior, sample
     from hybrid.inference.diagnostics import ess
     from hybrid.inference.models import fem_model, surrogate_model
+    from hybrid.store import SnapshotStore
 
     space = case.parameters
     cheap = Posterior(surrogate_model(sur), data, space)
     cp = Coupler(sur, fem, sigma=data, tol=tol, store=None,
-                 static=__import__("hybrid.store", fromlist=["x"]).SnapshotStore(
-                     case.store).static)
+                 static=SnapshotStore(case.store).static)
     n0, t0 = fem.n_solves, time.perf_counter()
     da = sample(cheap.with_model(cp.forward_model()), cheap, n_samples=n, burn_in=burn,
                 chains=chains, seed=seed, x0=x0, proposal_cov=cov_z)

@@ -31,7 +31,6 @@ mean), for ParaView. Collective on COMM_WORLD.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -177,8 +176,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         fem = coupler = None
         stage2 = None
         if opt.stage2 != "none":
-            base = (None if store is None else
-                    5_000_000 + RANK_RANGE * (1 + rank) + _run_offset(store, rank))
+            base = None if store is None else _enrichment_base(store, rank)
             keep = store if opt.enrich else None
             if opt.stage2 == "fem":
                 fem = FEMModel(case, MPI.COMM_SELF, store=keep, index_base=base,
@@ -241,13 +239,16 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     return summary
 
 
-def _run_offset(store: Path, rank: int) -> int:
-    """First free slot in this rank's range, so repeated runs never overwrite a sample."""
-    from hybrid.store import SnapshotStore
+def _enrichment_base(store: Path, rank: int) -> int:
+    """First free sample number in this rank's enrichment range.
 
-    lo = 5_000_000 + RANK_RANGE * (1 + rank)
-    used = [i - lo for i in SnapshotStore(store).committed_indices() if lo <= i < lo + RANK_RANGE]
-    return max(used, default=-1) + 1
+    Ranks never collide and repeated runs never overwrite a sample.
+    """
+    from hybrid.store import ENRICHMENT_BASE, SnapshotStore
+
+    lo = ENRICHMENT_BASE + RANK_RANGE * (1 + rank)
+    used = [i for i in SnapshotStore(store).committed_indices() if lo <= i < lo + RANK_RANGE]
+    return max(used, default=lo - 1) + 1
 
 
 def _static(store: Path | None, sur):
@@ -327,6 +328,3 @@ def print_summary(summary: dict) -> str:
                  f"{summary['wall_time_s']:.1f} s")
     return "\n".join(lines)
 
-
-def _dump(summary: dict) -> str:
-    return json.dumps(summary, indent=1)

@@ -121,6 +121,19 @@ def _read_csr(group: h5py.Group) -> sp.csr_matrix:
 
 
 # ----------------------------------------------------------------------------- static part
+def affine_observation_operator(L: np.ndarray, B: sp.spmatrix, b: np.ndarray,
+                                theta_a: np.ndarray, theta_f: np.ndarray
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """The observation operator at θ(μ), ϑ(μ): y = rows @ u + offset.
+
+    rows = L + Σ_q θ_q B_{i,q}, offset = Σ_q ϑ_q b_{i,q}; ``B`` is (n_obs·Q_a, N) with
+    row i·Q_a + q = B_{i,q} (the store's layout), ``b`` is (n_obs, Q_f).
+    """
+    ta = np.asarray(theta_a, dtype=float)
+    W = sp.kron(sp.eye(L.shape[0]), ta[None, :], format="csr")   # (n_obs, n_obs·Q_a)
+    return L + (W @ B).toarray(), np.asarray(b, dtype=float) @ np.asarray(theta_f, dtype=float)
+
+
 @dataclass
 class StaticData:
     """Partition-independent data written once per store (all arrays in store ordering).
@@ -182,10 +195,7 @@ class StaticData:
         if B.shape[0] != n_obs * qa:
             raise StoreError(f"observation_affine has {B.shape[0]} rows, expected "
                              f"{n_obs}·{qa}")
-        W = sp.kron(sp.eye(n_obs), ta[None, :], format="csr")    # (n_obs, n_obs·Q_a)
-        rows = L + (W @ B).toarray()
-        return rows, np.asarray(self.observation_affine_f, dtype=float) @ np.asarray(
-            theta_f, dtype=float)
+        return affine_observation_operator(L, B, self.observation_affine_f, ta, theta_f)
 
     def observe(self, u: np.ndarray, theta_a: np.ndarray | None = None,
                 theta_f: np.ndarray | None = None) -> np.ndarray:

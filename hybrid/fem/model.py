@@ -80,11 +80,15 @@ class FEMModel:
 
     def observe(self, mu: np.ndarray) -> np.ndarray:
         """Observations at μ; raises :class:`SolveFailed` if the solve fails."""
+        return self._solved(mu).observations
+
+    def _solved(self, mu) -> FEMState:
+        """A successful solve at the root's μ, kept in the store when one is set."""
         s = self.solve(self._same_mu(mu), field=self.store is not None)
         if not s.ok:
             raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: {s.reason}")
         self._keep(s)
-        return s.observations
+        return s
 
     def _same_mu(self, mu) -> np.ndarray:
         """μ of the root rank on every rank (a replicated driver must solve one problem)."""
@@ -98,10 +102,7 @@ class FEMModel:
         ``ThermalBlockProblem.observation_jacobian``); raises :class:`SolveFailed`.
         Collective on ``comm``; the result is on every rank.
         """
-        s = self.solve(self._same_mu(mu), field=self.store is not None)
-        if not s.ok:
-            raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: {s.reason}")
-        self._keep(s)
+        s = self._solved(mu)
         t0 = time.perf_counter()
         J = self.problem.observation_jacobian(s.mu)
         self.time += time.perf_counter() - t0

@@ -19,7 +19,7 @@ from hybrid.case import Case
 from hybrid.fem.mesh import build_mesh
 from hybrid.fem.ordering import StoreOrdering
 from hybrid.fem.solver import LinearSolver, SolveResult
-from hybrid.store import StaticData
+from hybrid.store import StaticData, affine_observation_operator
 
 
 def block_index(x: np.ndarray, blocks: int) -> np.ndarray:
@@ -257,11 +257,7 @@ class ThermalBlockProblem:
             return L.copy(), np.zeros(L.shape[0])
         spec = self.case.physics
         mu = np.asarray(mu, dtype=float)
-        ta, tf = np.asarray(spec.theta_a(mu), dtype=float), np.asarray(spec.theta_f(mu))
-        B, bf = aff
-        m = L.shape[0]
-        rows = L + (B.T @ np.kron(np.eye(m), ta).T).T
-        return rows, bf @ tf
+        return affine_observation_operator(L, aff[0], aff[1], spec.theta_a(mu), spec.theta_f(mu))
 
     def flux_values(self) -> np.ndarray:
         """Outward fluxes ∫ s g_Γ dx − a(u, g_Γ; μ) of the current solution (positive: out).
@@ -308,17 +304,12 @@ class ThermalBlockProblem:
                                 for k in range(P)]
             self._du = fem.Function(self.V)
         mu = np.asarray(mu, dtype=float)
-        operator = getattr(self, "observation_operator", None)
-        if operator is not None:
-            rows, offset = operator(mu) if self.comm.rank == self.ordering.root else (None, None)
-            if self.comm.rank != self.ordering.root:
-                operator(mu)  # collective
-        else:
-            rows, offset = self.observation_rows(), None
+        root = self.comm.rank == self.ordering.root
+        rows, offset = self.observation_operator(mu) if root else (None, None)
+        if not root:
+            self.observation_operator(mu)  # collective
         u = self.ordering.gather_function(self.u)
-        J = None
-        if self.comm.rank == self.ordering.root:
-            J = np.zeros((rows.shape[0], P))
+        J = np.zeros((rows.shape[0], P)) if root else None
         b = self.solver.b
         for k in range(P):
             with b.localForm() as bl:
@@ -332,11 +323,11 @@ class ThermalBlockProblem:
             du = self.ordering.gather_function(self._du)
             if J is not None:
                 J[:, k] = rows @ du
-        if operator is not None:
+        if self.case.observations.fluxes:  # μ-dependent rows: add (∂L/∂μ_k) u + ∂b/∂μ_k
             for k in range(P):
                 e = mu.copy()
                 e[k] += 1.0
-                res = operator(e)
+                res = self.observation_operator(e)
                 if J is not None:
                     rows_k, off_k = res
                     J[:, k] += (rows_k - rows) @ u + (off_k - offset)

@@ -313,8 +313,7 @@ def confirm(cheap: Posterior, expensive, *, start: MAPResult | None = None,
         """Expensive prediction at w, and its Jacobian in w when the model gives one."""
         if jacobian != "model":
             return exp_post.predict(t.from_w(ww)), None
-        y_, J_ = em.value_and_jacobian(t.from_w(ww))
-        return exp_post._select(y_), exp_post._select(J_.T).T * t.dmu_dw(ww)
+        return exp_post.predict_and_jacobian_w(ww)
 
     F, J_at = exp_eval(w)
     phi = float(exp_post.objective_from_prediction(t.from_w(w), F))

@@ -332,6 +332,12 @@ class Posterior:
     def _fd_predict_w(self, W: np.ndarray) -> np.ndarray:
         return self.predict(self.transform.from_w(W))
 
+    def predict_and_jacobian_w(self, w) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and dG/dw (m, P) at w from the model's ``jac_fn`` (one model call)."""
+        w = np.asarray(w, dtype=float)
+        y, J = self.model.value_and_jacobian(self.transform.from_w(w))
+        return self._select(y), self._select(J.T).T * self.transform.dmu_dw(w)
+
     def jacobian_w(self, w, pred0: np.ndarray | None = None) -> np.ndarray:
         """dG/dw (m, P): torch autograd, or finite differences in w kept inside the box."""
         w = np.asarray(w, dtype=float)
@@ -344,8 +350,7 @@ class Posterior:
             return torch.autograd.functional.jacobian(
                 g, torch.as_tensor(w, dtype=torch.float64)).detach().numpy()
         if self.model.jac_fn is not None:
-            _, J = self.model.value_and_jacobian(self.transform.from_w(w))
-            return self._select(J.T).T * self.transform.dmu_dw(w)
+            return self.predict_and_jacobian_w(w)[1]
         return fd_jacobian(self._fd_predict_w, w, pred0, step=self.fd_step,
                            scheme=self.fd_scheme, bounds=self.transform.w_bounds())
 
@@ -390,8 +395,7 @@ class Posterior:
         mu = t.from_w(w)
         J = None
         if self.model.jac_fn is not None:   # value and gradient from one model call
-            raw, Jmu = self.model.value_and_jacobian(mu)
-            raw, J = self._select(raw), self._select(Jmu.T).T * t.dmu_dw(w)
+            raw, J = self.predict_and_jacobian_w(w)
         else:
             raw = self.predict(mu)
         pred = raw + correction(w) if correction is not None else raw
