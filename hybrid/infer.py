@@ -41,6 +41,7 @@ from hybrid.errors import HybridError
 
 METHODS = ("map", "mcmc")
 STAGE2 = ("coupler", "fem", "none")
+KERNELS = ("mala", "rw")
 RANK_RANGE = 100_000
 """Sample numbers per rank for enrichment commits (disjoint ranges under mpirun)."""
 
@@ -59,6 +60,8 @@ class InferenceOptions:
     samples: int = 2000
     burn_in: int = 1000
     chains: int = 4
+    kernel: str = "mala"
+    """MCMC first-stage proposal: ``mala`` (Langevin, surrogate gradients) or ``rw``."""
     enrich: bool = True
     """Commit FEM solves to the store."""
     field: bool = True
@@ -74,6 +77,9 @@ class InferenceOptions:
         if self.stage2 not in STAGE2:
             raise HybridError(f"--stage2 must be one of {', '.join(STAGE2)}, got "
                               f"{self.stage2!r}")
+        if self.kernel not in KERNELS:
+            raise HybridError(f"--kernel must be one of {', '.join(KERNELS)}, got "
+                              f"{self.kernel!r}")
         if self.prior != "uniform":
             raise HybridError(f"--prior: only 'uniform' (in the natural coordinate: log-uniform "
                               f"for log-scaled parameters) is available, got {self.prior!r}")
@@ -117,6 +123,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         sample,
     )
     from hybrid.inference.models import fem_model, surrogate_model
+    from hybrid.inference.proposal import laplace_proposal
     from hybrid.surrogate import Surrogate
 
     opt = options or InferenceOptions()
@@ -143,8 +150,10 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     cheap = Posterior(surrogate_model(sur), obs, space, opt.prior)
     summary: dict = {"case": case.name, "method": opt.method, "options": asdict(opt),
                      "parameters": space.names, "observations": list(obs.names),
-                     "data": obs.meta, "surrogate": {"kind": sur.kind, "modes": sur.n_modes,
-                                                     "path": str(getattr(sur, "path", ""))},
+                     "data": obs.meta, "data_values": obs.values.tolist(),
+                     "data_sigma": obs.sigma.tolist(),
+                     "surrogate": {"kind": sur.kind, "modes": sur.n_modes,
+                                   "path": str(getattr(sur, "path", ""))},
                      "ranks": comm.size}
 
     # the surrogate's MAP: the MAP method's start, the chains' start and first proposal
@@ -190,10 +199,17 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                                   static=_static(store, sur), index_base=base,
                                   run_id="infer-mcmc")
                 stage2 = cheap.with_model(coupler.forward_model())
+        # the bound-safe Laplace approximation at the surrogate's MAP: first proposal,
+        # anchor of the adapted covariance, and the spread of the over-dispersed starts
+        lap = laplace_proposal(cheap, cheap_map.mu)
+        summary["proposal"] = {"centre": _summary_mu(space.names, lap.mu),
+                               "moved_inside": [n for n, m in zip(space.names, lap.moved,
+                                                                  strict=True) if m]}
         mcmc = sample(stage2, cheap, mode="surrogate-only" if stage2 is None else
                       "delayed-acceptance", n_samples=opt.samples, burn_in=opt.burn_in,
-                      chains=opt.chains, seed=opt.seed, x0=cheap_map.mu,
-                      proposal_cov=cheap_map.cov_z, comm=comm if comm.size > 1 else None)
+                      chains=opt.chains, seed=opt.seed, x0=lap.mu, proposal_cov=lap.cov,
+                      start_cov=lap.cov, kernel=opt.kernel,
+                      comm=comm if comm.size > 1 else None)
         committed = (coupler.committed if coupler is not None else
                      fem.committed if fem is not None else [])
         parts = comm.gather({"fem_solves": fem.n_solves if fem else 0,
@@ -287,6 +303,12 @@ def _write_outputs(out: Path, summary: dict, mcmc, opt: InferenceOptions, cheap_
     if mcmc is not None:
         mcmc.save_npz(out / "samples.npz")
         files["samples"] = str(out / "samples.npz")
+        observed = {"y": np.asarray(summary["data_values"]),
+                    "sigma": np.asarray(summary["data_sigma"])}
+        mcmc.save_netcdf(out / "posterior.nc", observed=observed,
+                         attrs={"case": summary["case"], "target": summary["mcmc"]["target"],
+                                "observations": ",".join(summary["observations"])})
+        files["posterior"] = str(out / "posterior.nc")
     if "field" in summary:
         files["field"] = summary["field"]["xdmf"]
     summary["files"] = files
@@ -324,6 +346,8 @@ def print_summary(summary: dict) -> str:
         d = summary["mcmc"]
         lines.append(f"  {d['chains']} chains x {d['draws_per_chain']} draws, max R-hat "
                      f"{d['max_rhat']:.3f}, min ESS {d['min_ess']:.0f}")
+        for w in d.get("warnings", []):
+            lines.append(f"  WARNING: {w}")
     lines.append(f"  FEM solves {summary['fem']['solves']}, wall time "
                  f"{summary['wall_time_s']:.1f} s")
     return "\n".join(lines)

@@ -75,6 +75,9 @@ def infer_command(
     samples: Annotated[int, typer.Option(help="MCMC draws per chain")] = 2000,
     burn_in: Annotated[int, typer.Option(help="MCMC adaptation steps per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="MCMC chains (spread over MPI ranks)")] = 4,
+    kernel: Annotated[str, typer.Option(
+        help="MCMC first-stage proposal: mala (surrogate gradients) or rw (random walk)")
+    ] = "mala",
     starts: Annotated[int, typer.Option(help="MAP: Sobol starting points")] = 8,
     seed: Annotated[int, typer.Option(help="seed of starts and chains")] = 0,
     max_fem: Annotated[int, typer.Option(help="MAP: budget of FEM solves")] = 200,
@@ -86,7 +89,8 @@ def infer_command(
     from hybrid.infer import InferenceOptions, print_summary, run_inference
 
     opt = InferenceOptions(method=method, stage2=stage2, tol=tol, samples=samples,
-                           burn_in=burn_in, chains=chains, starts=starts, seed=seed,
+                           burn_in=burn_in, chains=chains, kernel=kernel, starts=starts,
+                           seed=seed,
                            max_fem=max_fem, enrich=enrich, field=field, plots=plots)
     opt.check()
     summary = run_inference(case, surrogate, data, opt, out=out)

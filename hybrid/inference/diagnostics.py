@@ -1,4 +1,4 @@
-"""MCMC convergence diagnostics: split-R̂ and effective sample size (numpy only).
+"""MCMC convergence diagnostics: split-R̂ and effective sample size, computed by ArviZ.
 
 Draws of one scalar are an array (M, N): M chains of N draws. Following Vehtari, Gelman,
 Simpson, Carpenter & Bürkner (2021), "Rank-normalization, folding, and localization: an
@@ -25,9 +25,16 @@ improved R̂", Bayesian Analysis 16(2):
   :func:`ess` applies this to the split draws (the ESS of the mean), :func:`ess_bulk` to
   the rank-normalised ones, :func:`ess_tail` to the indicators of the 5 % and 95 %
   quantiles (the smaller).
+
+The numbers come from ``arviz_stats`` (ArviZ 1.x, the reference implementation of that paper):
+these functions only fix the shape convention (M, N), the methods and the tail quantiles, so
+that a summary means the same as ArviZ's own. A hand-written copy (earlier versions) agreed
+with ArviZ to round-off on even chain lengths but not on odd ones or single chains.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -41,96 +48,46 @@ def _as_chains(x) -> np.ndarray:
     return x
 
 
-def split_chains(x) -> np.ndarray:
-    """(M, N) → (2M, ⌊N/2⌋): each chain cut into halves (the middle draw of odd N dropped)."""
+def _azs():
+    import arviz_stats
+
+    return arviz_stats
+
+
+def _scalar(f, x, **kw) -> float:
+    """One diagnostic of draws (M, N); NaN where undefined (e.g. constant draws)."""
     x = _as_chains(x)
-    half = x.shape[1] // 2
-    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
-
-
-def rank_normalize(x) -> np.ndarray:
-    """Φ⁻¹((r − 3/8)/(S + 1/4)) of the rank r of each draw among all S (ties averaged)."""
-    from scipy.special import ndtri
-    from scipy.stats import rankdata
-
-    x = _as_chains(x)
-    r = rankdata(x, method="average").reshape(x.shape)
-    return ndtri((r - 0.375) / (x.size + 0.25))
-
-
-def autocovariance(x) -> np.ndarray:
-    """Autocovariance of each chain (M, N) at lags 0…N−1, by FFT, divided by N."""
-    x = _as_chains(x)
-    n = x.shape[1]
-    d = x - x.mean(axis=1, keepdims=True)
-    m = 1 << (2 * n - 1).bit_length()
-    f = np.fft.rfft(d, n=m, axis=1)
-    return np.fft.irfft(f * np.conj(f), n=m, axis=1)[:, :n] / n
-
-
-def _rhat_plain(x: np.ndarray) -> float:
-    m, n = x.shape
-    if m < 2 or n < 2:
+    if x.size == 0 or np.ptp(x) == 0:
         return float("nan")
-    w = np.mean(np.var(x, axis=1, ddof=1))
-    b_n = np.var(np.mean(x, axis=1), ddof=1)
-    if not w > 0:
-        return float("nan")
-    return float(np.sqrt(((n - 1) / n * w + b_n) / w))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        v = float(f(x, chain_axis=0, draw_axis=1, **kw))
+    return v if np.isfinite(v) else float("nan")
 
 
 def split_rhat(x, *, rank: bool = False) -> float:
     """Split-R̂ of draws (M, N); on rank-normalised draws if ``rank``."""
-    s = split_chains(x)
-    return _rhat_plain(rank_normalize(s) if rank else s)
+    return _scalar(_azs().rhat, x, method="z_scale" if rank else "split")
 
 
 def rhat(x) -> float:
     """Rank-normalised split-R̂: max of the bulk and the folded (tail) versions."""
-    s = split_chains(x)
-    folded = np.abs(s - np.median(s))
-    return max(_rhat_plain(rank_normalize(s)), _rhat_plain(rank_normalize(folded)))
-
-
-def _ess_chains(x: np.ndarray) -> float:
-    m, n = x.shape
-    if n < 4:
-        return float("nan")
-    acov = autocovariance(x)
-    w = np.mean(acov[:, 0]) * n / (n - 1)
-    var_plus = w * (n - 1) / n + (np.var(np.mean(x, axis=1), ddof=1) if m > 1 else 0.0)
-    if not var_plus > 0:
-        return float("nan")
-    rho = 1.0 - (w - acov.mean(axis=0)) / var_plus
-    rho[0] = 1.0
-    npairs = n // 2
-    pairs = rho[: 2 * npairs].reshape(npairs, 2).sum(axis=1)
-    neg = np.nonzero(pairs <= 0)[0]
-    k = neg[0] if neg.size else npairs
-    pairs = np.minimum.accumulate(pairs[:k])
-    tau = -1.0 + 2.0 * float(np.sum(pairs))
-    total = m * n
-    return float(min(total / tau, total * np.log10(total))) if tau > 0 else float("nan")
+    return _scalar(_azs().rhat, x, method="rank")
 
 
 def ess(x) -> float:
     """Effective sample size of the mean (Geyer initial monotone sequence, split chains)."""
-    return _ess_chains(split_chains(x))
+    return _scalar(_azs().ess, x, method="mean")
 
 
 def ess_bulk(x) -> float:
     """ESS of the rank-normalised split draws (robust to heavy tails)."""
-    return _ess_chains(rank_normalize(split_chains(x)))
+    return _scalar(_azs().ess, x, method="bulk")
 
 
 def ess_tail(x) -> float:
     """The smaller ESS of the indicators x ≤ q₀.₀₅ and x ≤ q₀.₉₅ (split draws)."""
-    s = split_chains(x)
-    out = []
-    for q in (0.05, 0.95):
-        ind = (s <= np.quantile(s, q)).astype(float)
-        out.append(_ess_chains(ind))
-    return float(min(out))
+    return _scalar(_azs().ess, x, method="tail", prob=(0.05, 0.95))
 
 
 def summarize(draws, names) -> dict[str, dict[str, float]]:

@@ -22,19 +22,34 @@ Modes (``sample(..., mode=...)``):
 Densities are those of the unconstrained z (:meth:`Posterior.log_density`, log-Jacobian
 included); samples are reported in μ.
 
-**Adaptation** (Haario, Saksman & Tamminen 2001, with the global scale of Andrieu & Thoms
-2008, Alg. 4), during burn-in **only**: the random-walk proposal is N(0, λ · 2.38²/d · Σ);
-Σ starts from ``proposal_cov`` (e.g. the Laplace ``cov_z`` of a MAP estimate) and is
-replaced, every ``adapt_every`` iterations, by the empirical covariance of the chain's own
-states in the second to fourth quarters of burn-in (plus a 1e-9 relative jitter); log λ
-follows a Robbins–Monro recursion towards the acceptance rate α* (0.44 in 1-D falling to
-0.234 for d ≥ 5, Gelman–Roberts–Gilks). After burn-in λ and Σ are frozen. Why not a
-diminishing adaptation that runs forever: with the kernel frozen, the retained draws come
-from one time-homogeneous MH (or DA) kernel, so its invariance, the DA correctness argument
-and the ESS/R̂ diagnostics hold as for any MH chain, with no appeal to the ergodicity
-theory of adaptive MCMC; and a kernel that keeps changing would also change the stage-1
-screening the cost figures are measured on. The price: burn-in must be long enough to learn
-Σ (a MAP-based ``proposal_cov`` shortens it).
+**Kernels.** ``kernel="rw"``: the random walk y = z + √h L ε, h = λ·2.38²/d. ``kernel="mala"``:
+the preconditioned Langevin proposal y = z + (h/2) Σ ∇log π₁(z) + √h L ε, h = λ·1.65²/d^⅓
+(Roberts & Rosenthal 1998), with the proposal densities in the stage-1 ratio; π₁ is the
+first-stage density (the cheap posterior, whose gradient comes from torch). Delayed acceptance
+stays exact with it: stage 1 is a Metropolis–Hastings kernel reversible for π*, and the
+stage-2 ratio π(y)π*(x)/(π(x)π*(y)) corrects any such kernel to π (Christen & Fox 2005).
+
+**Adaptation**, during burn-in **only** (Haario, Saksman & Tamminen 2001, with the global
+scale of Andrieu & Thoms 2008, Alg. 4): log λ follows a Robbins–Monro recursion towards the
+acceptance rate α* (0.44 in 1-D falling to 0.234 for d ≥ 5 for the random walk, 0.574 for
+MALA); with ``adapt="covariance"`` Σ is, every ``adapt_every`` iterations, the empirical
+covariance S_n of the chain's states from the second quarter of burn-in on, **shrunk toward
+Σ₀** with n₀ = 10·P pseudo-observations, Σ_n = (n S_n + n₀ Σ₀)/(n + n₀)
+(:func:`~hybrid.inference.proposal.shrunk_covariance`): it can never lose rank, whatever the
+chain did (the raw empirical covariance of a chain that moved a handful of times has rank
+< P, and such a chain explores only an affine slice: a reducible kernel). Σ₀ is
+``proposal_cov``, normally the bound-safe Laplace covariance of
+:func:`~hybrid.inference.proposal.laplace_proposal`. After burn-in λ and Σ are frozen. Why
+not a diminishing adaptation that runs forever: with the kernel frozen, the retained draws
+come from one time-homogeneous MH (or DA) kernel, so its invariance, the DA correctness
+argument and the ESS/R̂ diagnostics hold as for any MH chain, with no appeal to the
+ergodicity theory of adaptive MCMC. A step whose proposal equals the current state to the
+last bit is not counted as a move; chains that never moved, or whose proposal lost rank, are
+reported by :meth:`MCMCResult.problems`.
+
+**Starts**: with ``x0`` a single point (the MAP) and ``start_cov``, chains start
+over-dispersed at z ~ N(z(x0), 4·start_cov), so that R̂ can detect chains that have not
+converged (all chains started at one point hide it).
 
 **Chains** are independent (seeds spawned from one ``SeedSequence``; each chain adapts on
 its own history, so chains stay independent for R̂). The chains of a process advance in
@@ -56,8 +71,11 @@ import numpy as np
 from hybrid.inference.diagnostics import summarize
 from hybrid.inference.errors import InferenceError
 from hybrid.inference.posterior import Posterior
+from hybrid.inference.proposal import check_spd, dispersed_starts, shrunk_covariance
 
 MODES = ("delayed-acceptance", "surrogate-only", "metropolis")
+ADAPT = ("covariance", "scale", "none")
+KERNELS = ("rw", "mala")
 
 
 def _jsonable(x):
@@ -92,6 +110,39 @@ class MCMCResult:
     proposal_cov: np.ndarray
     """Final (frozen) proposal covariances in z, (chains, P, P)."""
     settings: dict = field(default_factory=dict)
+    accepted: np.ndarray | None = None
+    """(chains, n): whether the step that produced each retained draw moved the chain."""
+    stage1: np.ndarray | None = None
+    """(chains, n): whether that step's proposal passed the first stage."""
+
+    def problems(self) -> list[str]:
+        """What makes these draws untrustworthy, one line each (empty when none is seen).
+
+        A chain that never moved in the sampling phase, a frozen proposal that lost rank
+        (eigenvalue ratio below 1e-12), R̂ > 1.01 and a bulk ESS below 100 per chain
+        (Vehtari et al. 2021) are reported; :meth:`to_dict` carries them as ``warnings``.
+        """
+        out = []
+        moved = self.counts["accepted"]
+        for c in np.nonzero(moved == 0)[0]:
+            out.append(f"chain {int(c)} never moved in {int(self.counts['proposals'][c])} "
+                       "steps (its draws are one point)")
+        for c in range(self.proposal_cov.shape[0]):
+            ev = np.linalg.eigvalsh(self.proposal_cov[c])
+            if not ev[0] > 1e-12 * ev[-1]:
+                out.append(f"chain {c}: the proposal covariance lost rank "
+                           f"(eigenvalue ratio {ev[0] / ev[-1]:.1e})")
+        summ = self.summary()
+        bad_r = [n for n, v in summ.items() if not v["rhat"] <= 1.01]
+        if self.chains == 1:
+            out.append("one chain: R-hat needs several chains to see non-convergence")
+        elif bad_r:
+            out.append(f"R-hat > 1.01 for {', '.join(bad_r)}: chains disagree (run longer)")
+        low = [n for n, v in summ.items() if not v["ess_bulk"] >= 100 * self.chains]
+        if low:
+            out.append(f"bulk ESS < {100 * self.chains} (100 per chain) for "
+                       f"{', '.join(low)}: too few effective draws")
+        return out
 
     @property
     def chains(self) -> int:
@@ -129,8 +180,42 @@ class MCMCResult:
                         "per_chain": {k: v.tolist() for k, v in self.counts.items()}},
              "acceptance": self.acceptance(),
              "expensive_per_effective_sample": n_exp / min_ess if min_ess > 0 else None,
+             "ess_per_second": min_ess / self.wall_time if self.wall_time > 0 else None,
+             "warnings": self.problems(),
              "wall_time_s": self.wall_time, "settings": self.settings}
         return _jsonable(d)
+
+    def to_inference_data(self, observed: dict[str, np.ndarray] | None = None,
+                          attrs: dict | None = None):
+        """The draws as an ArviZ DataTree.
+
+        Groups: posterior (μ, one variable per parameter), sample_stats (lp, accepted,
+        stage1_accepted) and, when given, the observed data.
+        """
+        import arviz_base as azb
+
+        groups = {"posterior": {n: self.samples[:, :, j] for j, n in enumerate(self.names)},
+                  "sample_stats": {"lp": self.log_density}}
+        if self.accepted is not None:
+            groups["sample_stats"]["accepted"] = self.accepted
+            groups["sample_stats"]["stage1_accepted"] = self.stage1
+        if observed:
+            groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
+        dt = azb.from_dict(groups)
+        meta = {"mode": self.mode, "exact": int(self.exact), "burn_in": self.burn_in,
+                "thin": self.thin, "seed": self.seed,
+                "n_expensive": int(np.sum(self.counts["n_expensive"])),
+                "n_cheap": int(np.sum(self.counts["n_cheap"])), **(attrs or {})}
+        for k, v in meta.items():
+            dt["posterior"].attrs[k] = v if isinstance(v, int | float | str) else json.dumps(v)
+        return dt
+
+    def save_netcdf(self, path: str | Path, observed: dict[str, np.ndarray] | None = None,
+                    attrs: dict | None = None) -> Path:
+        """Write :meth:`to_inference_data` as a netCDF file (``arviz_base.from_netcdf``)."""
+        path = Path(path)
+        self.to_inference_data(observed, attrs).to_netcdf(path, engine="h5netcdf")
+        return path
 
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -145,26 +230,61 @@ class MCMCResult:
         return path
 
 
-def _initial_z(post: Posterior, x0, chains: list[int], rng_init: list[np.random.Generator]):
+def _initial_z(post: Posterior, x0, start_cov, start_scale, chains: list[int],
+               rng_init: list[np.random.Generator]):
+    """Starting points in z, (C, P), and a function that redraws one start (or None)."""
     t = post.transform
     if x0 is not None:
         x0 = np.asarray(x0, dtype=float)
+        if x0.shape[-1] != t.dim or x0.ndim > 2:
+            raise InferenceError(f"x0: expected {t.dim} values per chain, got shape {x0.shape}")
+        if x0.ndim == 1 and start_cov is not None:   # over-dispersed around one centre
+            zc = t.to_z(x0)
+            cov = np.asarray(start_cov, dtype=float)
+            z = dispersed_starts(zc, cov, rng_init, start_scale)
+            return z, lambda r: dispersed_starts(zc, cov, [r], start_scale)[0]
         if x0.ndim == 1:
             x0 = np.broadcast_to(x0, (max(chains) + 1, x0.size))
-        if x0.shape[-1] != t.dim:
-            raise InferenceError(f"x0: expected {t.dim} values per chain, got shape {x0.shape}")
         if x0.shape[0] <= max(chains):
             raise InferenceError(f"x0: {x0.shape[0]} starting points for {max(chains) + 1} "
                                  "chains")
-        return t.to_z(x0[chains])
+        return t.to_z(x0[chains]), None
     if not getattr(post.prior, "proper", False):
         raise InferenceError("MCMC: give starting points x0 (the prior is improper)")
-    return np.stack([t.z_from_theta(post.prior.sample(1, r)[0]) for r in rng_init])
+
+    def draw(r):
+        return t.z_from_theta(post.prior.sample(1, r)[0])
+
+    return np.stack([draw(r) for r in rng_init]), draw
+
+
+class _Density:
+    """A posterior's log π_z (and, for MALA, its gradient) on a batch, with a call count."""
+
+    def __init__(self, post: Posterior, grad: bool):
+        self.post, self.grad, self.calls = post, grad, 0
+
+    def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.grad:
+            return self.post.log_density_and_grad(z)
+        return self.post.log_density(z), None
+
+
+def _mala_drift(z, g, sigma, h):
+    """Mean of the preconditioned Langevin proposal: z + (h/2) Σ ∇log π(z)."""
+    return z + 0.5 * h[:, None] * np.einsum("cij,cj->ci", sigma, g)
+
+
+def _log_q(y, mean, chol, h):
+    """Log-density N(y; mean, h Σ) up to the constant, Σ = L Lᵀ (per chain)."""
+    d = np.stack([np.linalg.solve(chol[c], (y - mean)[c]) for c in range(y.shape[0])])
+    return -0.5 * np.sum(d * d, axis=1) / h
 
 
 def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids: list[int],
                seeds: list[np.random.SeedSequence], *, n_samples, burn_in, thin, x0,
-               proposal_cov, adapt_every, target_accept):
+               start_cov, start_scale, proposal_cov, adapt_every, target_accept, adapt,
+               shrinkage, kernel):
     """Run the chains ``chain_ids`` in lockstep on this process; return per-chain arrays."""
     post = target if target is not None else cheap
     t = post.transform
@@ -172,47 +292,54 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
     C = len(chain_ids)
     rngs = [np.random.default_rng(seeds[c]) for c in chain_ids]
     da = mode == "delayed-acceptance"
-    screen = cheap if mode == "delayed-acceptance" else None
-    main = cheap if mode == "surrogate-only" else target
-    z = np.array(_initial_z(post, x0, chain_ids, rngs), dtype=float)
-    lp = main.log_density(z)
-    lq = screen.log_density(z) if da else None
+    mala = kernel == "mala"
+    # the first stage: the cheap posterior (DA, surrogate-only) or the target (metropolis)
+    first = _Density(cheap if mode != "metropolis" else target, grad=mala)
+    if mala and not first.post.model.differentiable:
+        raise InferenceError("MCMC kernel 'mala' needs a differentiable first-stage model "
+                             "(a surrogate); use kernel='rw'")
+    z, redraw = _initial_z(post, x0, start_cov, start_scale, chain_ids, rngs)
+    z = np.array(z, dtype=float)
+    l1, g1 = first(z)
+    lp = target.log_density(z) if da else l1
     n_exp = np.zeros(C, dtype=int) if mode == "surrogate-only" else np.ones(C, dtype=int)
     n_cheap = np.ones(C, dtype=int) if mode != "metropolis" else np.zeros(C, dtype=int)
-    for _ in range(100):  # redraw prior starts where a model failed
-        bad = ~np.isfinite(lp) | (~np.isfinite(lq) if da else False)
+    for _ in range(100):  # redraw starts where a model failed
+        bad = ~np.isfinite(lp) | ~np.isfinite(l1)
         if not bad.any():
             break
-        if x0 is not None:
+        if redraw is None:
             raise InferenceError(f"MCMC: zero posterior density at the starting point of "
                                  f"chain(s) {[chain_ids[i] for i in np.nonzero(bad)[0]]}")
-        z[bad] = [t.z_from_theta(post.prior.sample(1, rngs[i])[0]) for i in np.nonzero(bad)[0]]
-        lp[bad] = main.log_density(z[bad])
-        if da:
-            lq[bad] = screen.log_density(z[bad])
-        n_cheap[bad] += 1 if mode != "metropolis" else 0
-        n_exp[bad] += 1 if mode != "surrogate-only" else 0
+        idx = np.nonzero(bad)[0]
+        z[idx] = [redraw(rngs[i]) for i in idx]
+        a, b = first(z[idx])
+        l1[idx] = a
+        if g1 is not None:
+            g1[idx] = b
+        lp[idx] = target.log_density(z[idx]) if da else a
+        n_cheap[idx] += 1 if mode != "metropolis" else 0
+        n_exp[idx] += 1 if mode != "surrogate-only" else 0
     else:
         raise InferenceError("MCMC: no starting point with finite posterior density found")
 
-    sd = 2.38 ** 2 / P
-    if proposal_cov is None:
-        sigma = np.broadcast_to(0.01 * np.eye(P), (C, P, P)).copy()
-    else:
-        sigma = np.broadcast_to(np.asarray(proposal_cov, dtype=float), (C, P, P)).copy()
-    try:
-        chol = np.linalg.cholesky(sigma)
-    except np.linalg.LinAlgError:
-        raise InferenceError("MCMC: proposal_cov is not positive definite") from None
+    sd = (1.65 ** 2 / P ** (1 / 3)) if mala else 2.38 ** 2 / P
+    sigma0 = 0.01 * np.eye(P) if proposal_cov is None else np.asarray(proposal_cov, float)
+    check_spd(sigma0, "proposal_cov")
+    sigma = np.broadcast_to(sigma0, (C, P, P)).copy()
+    chol = np.linalg.cholesky(sigma)
+    n0 = float(shrinkage if shrinkage is not None else 10 * P)
     log_lam = np.zeros(C)
     acc_start = burn_in // 4
     w_n = np.zeros(C)
     w_mean = np.zeros((C, P))
     w_m2 = np.zeros((C, P, P))
+    rank_fallbacks = np.zeros(C, dtype=int)
 
-    n_keep = n_samples
-    out_z = np.empty((C, n_keep, P))
-    out_lp = np.empty((C, n_keep))
+    out_z = np.empty((C, n_samples, P))
+    out_lp = np.empty((C, n_samples))
+    out_acc = np.zeros((C, n_samples), dtype=bool)
+    out_s1 = np.zeros((C, n_samples), dtype=bool)
     counts = {k: np.zeros(C, dtype=int) for k in ("proposals", "stage1", "accepted",
                                                   "proposals_total", "stage1_total",
                                                   "accepted_total")}
@@ -221,51 +348,69 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         adapting = it < burn_in
         eps = np.stack([r.standard_normal(P) for r in rngs])
         logu = np.log(np.stack([r.random(2) for r in rngs]))
-        scale = np.sqrt(sd * np.exp(log_lam))
-        y = z + scale[:, None] * np.einsum("cij,cj->ci", chol, eps)
-        if da:
-            lq_y = screen.log_density(y)
+        h = sd * np.exp(log_lam)
+        noise = np.sqrt(h)[:, None] * np.einsum("cij,cj->ci", chol, eps)
+        if mala:
+            mean_y = _mala_drift(z, g1, sigma, h)
+            y = mean_y + noise
+        else:
+            y = z + noise
+        l1_y, g1_y = first(y)
+        if mode == "metropolis":
+            n_exp += 1
+        else:
             n_cheap += 1
-            with np.errstate(invalid="ignore"):
-                pass1 = logu[:, 0] < lq_y - lq
+        log_a1 = l1_y - l1
+        if mala:
+            fin = np.isfinite(l1_y)
+            corr = np.full(C, -np.inf)
+            if fin.any():
+                back = _mala_drift(y[fin], g1_y[fin], sigma[fin], h[fin])
+                corr[fin] = (_log_q(z[fin], back, chol[fin], h[fin])
+                             - _log_q(y[fin], mean_y[fin], chol[fin], h[fin]))
+            log_a1 = log_a1 + corr
+        with np.errstate(invalid="ignore"):
+            pass1 = logu[:, 0] < log_a1
+        if da:
             accept = np.zeros(C, dtype=bool)
             lp_y = np.full(C, -np.inf)
             if pass1.any():
                 lp_y[pass1] = target.log_density(y[pass1])
                 n_exp[pass1] += 1
                 with np.errstate(invalid="ignore"):
-                    a2 = lp_y[pass1] - lp[pass1] + lq[pass1] - lq_y[pass1]
+                    a2 = lp_y[pass1] - lp[pass1] + l1[pass1] - l1_y[pass1]
                 accept[pass1] = logu[pass1, 1] < a2
-            lq = np.where(accept, lq_y, lq)
         else:
-            lp_y = main.log_density(y)
-            if mode == "surrogate-only":
-                n_cheap += 1
-            else:
-                n_exp += 1
-            with np.errstate(invalid="ignore"):
-                pass1 = accept = logu[:, 0] < lp_y - lp
+            accept, lp_y = pass1, l1_y
+        # a proposal equal to the current state is not a move (a collapsed proposal would
+        # otherwise count as "accepted" at every step)
+        accept = accept & np.any(y != z, axis=1)
         z = np.where(accept[:, None], y, z)
         lp = np.where(accept, lp_y, lp)
+        l1 = np.where(accept, l1_y, l1)
+        if mala:
+            g1 = np.where(accept[:, None], g1_y, g1)
         counts["proposals_total"] += 1
         counts["stage1_total"] += pass1
         counts["accepted_total"] += accept
         if adapting:
-            gamma = (it + 1) ** -0.6
-            log_lam += gamma * (accept.astype(float) - target_accept)
-            if it >= acc_start:
+            if adapt != "none":
+                gamma = (it + 1) ** -0.6
+                log_lam += gamma * (accept.astype(float) - target_accept)
+            if adapt == "covariance" and it >= acc_start:
                 w_n += 1
                 delta = z - w_mean
                 w_mean += delta / w_n[:, None]
                 w_m2 += np.einsum("ci,cj->cij", delta, z - w_mean)
-                if (it + 1) % adapt_every == 0 and w_n[0] > 2 * P + 2:
+                if (it + 1) % adapt_every == 0 and w_n[0] > 1:
                     emp = w_m2 / (w_n[:, None, None] - 1)
                     for c in range(C):
-                        jitter = 1e-9 * (np.trace(emp[c]) / P + 1e-300)
+                        new = shrunk_covariance(w_n[c], emp[c], sigma0, n0)
                         try:
-                            chol[c] = np.linalg.cholesky(emp[c] + jitter * np.eye(P))
-                        except np.linalg.LinAlgError:
-                            pass  # keep the previous proposal for this chain
+                            chol[c] = np.linalg.cholesky(new)
+                            sigma[c] = new
+                        except np.linalg.LinAlgError:   # cannot happen for an SPD sigma0
+                            rank_fallbacks[c] += 1
         else:
             k = it - burn_in
             counts["proposals"] += 1
@@ -274,20 +419,26 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
             if k % thin == thin - 1:
                 out_z[:, k // thin] = z
                 out_lp[:, k // thin] = lp
+                out_acc[:, k // thin] = accept
+                out_s1[:, k // thin] = pass1
     lam = np.exp(log_lam)
-    prop_cov = sd * lam[:, None, None] * np.einsum("cij,ckj->cik", chol, chol)
+    prop_cov = sd * lam[:, None, None] * sigma
     counts["n_cheap"] = n_cheap
     counts["n_expensive"] = n_exp
-    return {"ids": list(chain_ids), "samples": t.from_z(out_z), "log_density": out_lp,
+    counts["rank_fallbacks"] = rank_fallbacks
+    return {"ids": list(chain_ids), "samples": t.from_z(out_z), "z": out_z,
+            "log_density": out_lp, "accepted": out_acc, "stage1": out_s1,
             "counts": counts, "proposal_cov": prop_cov}
 
 
 def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
            mode: str | None = None, n_samples: int = 2000, burn_in: int = 1000,
-           chains: int = 4, seed: int = 0, x0=None, proposal_cov=None, thin: int = 1,
-           adapt_every: int = 25, target_accept: float | None = None,
+           chains: int = 4, seed: int = 0, x0=None, proposal_cov=None, start_cov=None,
+           start_scale: float = 2.0, thin: int = 1, adapt_every: int = 25,
+           target_accept: float | None = None, adapt: str = "covariance",
+           shrinkage: float | None = None, kernel: str = "rw",
            comm=None) -> MCMCResult | None:
-    """Sample a posterior by (delayed-acceptance) adaptive Metropolis.
+    """Sample a posterior by (delayed-acceptance) adaptive Metropolis or MALA.
 
     Args:
         posterior: the exact (expensive) posterior π; unused in ``"surrogate-only"`` mode.
@@ -300,12 +451,23 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         burn_in: adaptation iterations per chain, discarded.
         chains: number of independent chains.
         seed: root seed; chain c uses ``SeedSequence(seed).spawn(chains)[c]``.
-        x0: starting point(s) μ, (P,) for all chains or (chains, P); default: prior draws.
-        proposal_cov: a guess Σ₀ (P, P) of the posterior covariance in z, e.g. the Laplace
-            ``MAPResult.cov_z``; the first proposals are N(0, 2.38²/d · Σ₀). Default 0.01·I.
+        x0: starting point(s) μ: (chains, P) one per chain; or (P,) a centre, from which
+            the chains start over-dispersed, z ~ N(z(x0), start_scale²·start_cov), when
+            ``start_cov`` is given (all at x0 otherwise); default: prior draws.
+        proposal_cov: Σ₀ (P, P) in z, e.g. :func:`~hybrid.inference.proposal.laplace_proposal`
+            ``.cov``; the first proposals are N(0, 2.38²/d · Σ₀) and the adapted covariance
+            is shrunk toward it. Default 0.01·I.
+        start_cov: the covariance in z of the over-dispersed starts (see ``x0``).
+        start_scale: κ of the starts (κ = 2: four times ``start_cov``).
         thin: keep every ``thin``-th draw after burn-in.
         adapt_every: iterations between updates of the adapted covariance.
-        target_accept: acceptance rate the scale adapts to (default by dimension).
+        target_accept: acceptance rate the scale adapts to (default by dimension and kernel).
+        adapt: during burn-in, ``"covariance"`` (scale and the shrunk empirical covariance),
+            ``"scale"`` (the scale only: Σ = Σ₀) or ``"none"``.
+        shrinkage: n₀, pseudo-observations of Σ₀ in the adapted covariance (default 10·P).
+        kernel: ``"rw"`` (random walk) or ``"mala"`` (preconditioned Langevin proposal from
+            the gradient of the first-stage density: the cheap posterior, or the target in
+            metropolis mode; it must be differentiable).
         comm: an mpi4py communicator to spread chains over ranks (result on rank 0 only).
     """
     if mode is None:
@@ -319,13 +481,27 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         raise InferenceError("surrogate-only mode needs the cheap posterior")
     if mode == "metropolis" and posterior is None:
         raise InferenceError("metropolis mode needs the posterior")
+    if adapt not in ADAPT:
+        raise InferenceError(f"MCMC adapt must be one of {ADAPT}, got {adapt!r}")
+    if kernel not in KERNELS:
+        raise InferenceError(f"MCMC kernel must be one of {KERNELS}, got {kernel!r}")
     if n_samples < 1 or burn_in < 0 or chains < 1 or thin < 1 or adapt_every < 1:
         raise InferenceError("MCMC: n_samples, chains, thin, adapt_every must be >= 1 and "
                              "burn_in >= 0")
+    if shrinkage is not None and not shrinkage > 0:
+        raise InferenceError(f"MCMC: shrinkage must be > 0, got {shrinkage}")
     ref = cheap if mode == "surrogate-only" else posterior
     if mode == "delayed-acceptance" and cheap.names != posterior.names:
         raise InferenceError("the cheap and the exact posterior have different parameters")
     P = ref.dim
+    for what, cov in (("proposal_cov", proposal_cov), ("start_cov", start_cov)):
+        if cov is not None:
+            cov = np.asarray(cov, dtype=float)
+            if cov.shape != (P, P):
+                raise InferenceError(f"{what}: expected shape ({P}, {P}), got {cov.shape}")
+            check_spd(cov, what)
+    if target_accept is None:
+        target_accept = 0.574 if kernel == "mala" else target_acceptance(P)
     t0 = time.perf_counter()
     seeds = np.random.SeedSequence(seed).spawn(chains)
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
@@ -333,9 +509,10 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
     local = None
     if ids:
         local = _run_local(posterior, cheap, mode, ids, seeds, n_samples=n_samples,
-                           burn_in=burn_in, thin=thin, x0=x0, proposal_cov=proposal_cov,
-                           adapt_every=adapt_every,
-                           target_accept=target_accept or target_acceptance(P))
+                           burn_in=burn_in, thin=thin, x0=x0, start_cov=start_cov,
+                           start_scale=start_scale, proposal_cov=proposal_cov,
+                           adapt_every=adapt_every, target_accept=target_accept, adapt=adapt,
+                           shrinkage=shrinkage, kernel=kernel)
     parts = [local] if comm is None else comm.gather(local, root=0)
     if rank != 0:
         return None
@@ -347,12 +524,18 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
 
     counts = {k: cat(lambda p, k=k: p["counts"][k]) for k in parts[0]["counts"]}
     settings = {"n_samples": n_samples, "burn_in": burn_in, "chains": chains,
-                "thin": thin, "adapt_every": adapt_every,
-                "target_accept": target_accept or target_acceptance(P),
-                "adaptation": "Haario AM + global scale, burn-in only, then frozen",
+                "thin": thin, "adapt_every": adapt_every, "target_accept": target_accept,
+                "kernel": kernel, "adapt": adapt,
+                "shrinkage": float(shrinkage if shrinkage is not None else 10 * P),
+                "adaptation": ("burn-in only, then frozen: " + {
+                    "covariance": "global scale + empirical covariance shrunk toward Σ₀",
+                    "scale": "global scale only (Σ = Σ₀)", "none": "none"}[adapt]),
+                "over_dispersed_starts": start_cov is not None,
                 "ranks": size, "posterior": ref.describe()}
     return MCMCResult(mode=mode, exact=mode != "surrogate-only", names=ref.names,
-                      samples=cat(lambda p: p["samples"]), log_density=cat(
-                          lambda p: p["log_density"]), counts=counts, burn_in=burn_in,
-                      thin=thin, seed=seed, wall_time=time.perf_counter() - t0,
-                      proposal_cov=cat(lambda p: p["proposal_cov"]), settings=settings)
+                      samples=cat(lambda p: p["samples"]),
+                      log_density=cat(lambda p: p["log_density"]), counts=counts,
+                      burn_in=burn_in, thin=thin, seed=seed,
+                      wall_time=time.perf_counter() - t0,
+                      proposal_cov=cat(lambda p: p["proposal_cov"]), settings=settings,
+                      accepted=cat(lambda p: p["accepted"]), stage1=cat(lambda p: p["stage1"]))

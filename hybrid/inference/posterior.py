@@ -322,6 +322,28 @@ class Posterior:
         f = -self.neg_log_posterior(self.transform.from_z(z)) + self.transform.log_jacobian(z)
         return np.where(np.isfinite(f), f, -np.inf)
 
+    def log_density_and_grad(self, z) -> tuple[np.ndarray, np.ndarray]:
+        """Log-density log π_z and ∇_z log π_z at (S, P) points by autograd (one batched call).
+
+        Needs a differentiable model (a surrogate); −inf and a zero gradient where the
+        density is not finite.
+        """
+        if not self.model.differentiable:
+            raise InferenceError(f"model {self.model.name!r} has no torch version: no "
+                                 "gradient of the log-density")
+        import torch
+
+        zt = torch.tensor(np.atleast_2d(np.asarray(z, dtype=float)), dtype=torch.float64,
+                          requires_grad=True)
+        mu, theta, lj = self.transform.torch_from_z(zt)
+        r = (self.predict_torch(mu) - torch.tensor(self._y)) / torch.tensor(self._sigma)
+        f = -0.5 * (r * r).sum(-1) + self.prior.logpdf_torch(theta) + lj
+        (g,) = torch.autograd.grad(f.sum(), zt)
+        f, g = f.detach().numpy().copy(), g.numpy().copy()
+        bad = ~np.isfinite(f) | ~np.all(np.isfinite(g), axis=-1)
+        f[bad], g[bad] = -np.inf, 0.0
+        return f, g
+
     # ------------------------------------------------------------ optimiser: w
     def objective_from_prediction(self, mu, pred) -> np.ndarray:
         """Φ at μ from a prediction already made there (no model call); +inf if not finite."""
