@@ -205,6 +205,21 @@ class Case:
     qoi: list[str] = field(default_factory=list)
     observations: ObservationsSection = field(default_factory=ObservationsSection)
 
+    def fingerprint(self) -> dict:
+        """The parts of the case that make two stores' snapshots comparable.
+
+        Mesh, physics settings, parameter space, QoIs and observations (names, kinds and
+        positions): a store, a surrogate trained on it and a data file belong to a case only
+        when this agrees.
+        """
+        return {
+            "mesh": self.mesh.model_dump(),
+            "physics": self.physics.settings.model_dump(),
+            "parameters": self.parameters.to_dict(),
+            "qoi": self.qoi,
+            "observations": self.observations.fingerprint(),
+        }
+
     @property
     def mesh_file(self) -> Path | None:
         """Absolute path of the mesh file, or None for a built-in mesh."""

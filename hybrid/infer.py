@@ -139,9 +139,23 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                           "the case file): nothing to compare data with")
     obs = data if isinstance(data, Observations) else read_csv(
         data, expected=sur.observation_names)
+    made_for = obs.meta.get("case")
+    if made_for is not None and made_for != case.name:
+        raise HybridError(f"{data}: the data were made for case {made_for!r} (its '# case:' "
+                          f"line), not for case {case.name!r} ({case.path})")
     store = Path(store) if store is not None else case.store
     if not (store / "store.json").exists():
         store = None
+    elif opt.enrich:   # checked on the root, refused on every rank
+        problem = None
+        if rank == 0:
+            try:
+                _check_enrichment_store(store, case)
+            except HybridError as exc:
+                problem = str(exc)
+        problem = comm.bcast(problem, root=0)
+        if problem:
+            raise HybridError(problem)
     out = Path(out) if out is not None else None
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -253,6 +267,23 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     if out is not None:
         _write_outputs(out, summary, mcmc, opt, cheap_map, space.names)
     return summary
+
+
+def _check_enrichment_store(store: Path, case) -> None:
+    """Refuse to enrich a store that another case made, or that a campaign is writing."""
+    import json
+
+    from hybrid.store import SnapshotStore, store_lock
+
+    fp = SnapshotStore(store).manifest.get("fingerprint") or {}
+    mine = json.loads(json.dumps(case.fingerprint()))
+    diff = [k for k in mine if fp.get(k) != mine[k]]
+    if diff:
+        raise HybridError(f"{store}: the store was made from another case ({', '.join(diff)} "
+                          f"differ from {case.path}); FEM solves cannot be committed to it "
+                          "(use --no-enrich)")
+    with store_lock(store, wait=0.0):
+        pass
 
 
 def _enrichment_base(store: Path, rank: int) -> int:

@@ -87,6 +87,33 @@ def atomic_path(target: Path, *, sync_dir: bool = True) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def store_lock(store: Path, *, wait: float = 30.0) -> Iterator[None]:
+    """Hold the exclusive flock on STORE/.lock (the one campaigns hold) while writing.
+
+    Waits up to ``wait`` seconds for another writer (another rank committing one sample),
+    then raises :class:`StoreError`: a campaign holds the lock for its whole run.
+    """
+    import fcntl
+    import time
+
+    fd = os.open(store / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - t0 > wait:
+                    raise StoreError(f"{store}: the store is locked by another writer (a "
+                                     "running campaign?)") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_json(target: Path, data: dict) -> None:
     """Write ``data`` as JSON atomically."""
     with atomic_path(target) as tmp:

@@ -108,7 +108,7 @@ def test_cli_synth_and_infer_mcmc_with_coupler(setup, tmp_path):
     assert "stage 2 = coupler" in s["mcmc"]["target"] and s["mcmc"]["exact"]
     cp = s["coupler"][0]
     assert sum(cp["answered_by"].values()) == cp["queries"] == s["mcmc"]["counts"]["expensive"]
-    for f in ("corner.png", "trace.png", "samples.npz", "field/solution.xdmf"):
+    for f in ("corner.png", "trace.png", "samples.npz", "posterior.nc", "field/solution.xdmf"):
         assert (tmp_path / "mc" / f).exists(), f
 
 
@@ -144,3 +144,93 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(setup, tmp_path):
     r = run_cli(["synth", path, "--mu", "0.3,0.55,0.8,4.0", "--out", tmp_path / "o.csv"])
     _one_line_error(r, "mu_3=4 is outside its bounds")
     assert not out.exists() and not (tmp_path / "o.csv").exists()
+
+
+def test_mcmc_writes_an_arviz_file_and_reports_no_problems(setup, tmp_path):
+    import xarray as xr
+
+    root, path, case, sur, y = setup
+    obs = synthesize(y, 0.01, "relative", seed=5, names=sur.observation_names)
+    s = run_inference(case, sur, obs, InferenceOptions(method="mcmc", stage2="none",
+                                                       samples=400, burn_in=300, chains=2,
+                                                       field=False, enrich=False),
+                      out=tmp_path / "mc")
+    dt = xr.open_datatree(tmp_path / "mc" / "posterior.nc", engine="h5netcdf")
+    names = case.parameters.names
+    assert set(dt["posterior"].data_vars) == set(names)
+    assert dt["posterior"][names[0]].shape == (2, 400)
+    draws = np.load(tmp_path / "mc" / "samples.npz")["samples"]
+    assert np.array_equal(dt["posterior"][names[1]].values, draws[:, :, 1])
+    acc = dt["sample_stats"]["accepted"].values
+    assert acc.dtype == bool and 0 < acc.mean() < 1
+    assert np.allclose(dt["observed_data"]["y"].values, obs.values)
+    assert dt["posterior"].attrs["exact"] == 0        # surrogate-only is labelled not exact
+    assert s["mcmc"]["settings"]["kernel"] == "mala"
+    assert s["files"]["posterior"].endswith("posterior.nc")
+
+
+def test_surrogate_data_and_store_of_another_case_are_refused(setup, tmp_path):
+    from hybrid.errors import HybridError
+    from hybrid.surrogate.surrogate import SurrogateError
+
+    root, path, case, sur, y = setup
+    obs = synthesize(y, 0.01, "relative", seed=5, names=sur.observation_names)
+    opt = InferenceOptions(method="map", field=False, enrich=False, plots=False)
+    for name, kw, needle in (("mesh", {"cells": 20}, "mesh"),
+                             ("sensors", {"grid": 3}, "sensors")):
+        other = tmp_path / f"{name}.toml"
+        base = {"cells": 24, "grid": 4} | kw
+        other.write_text(case_text(name="tb_infer", blocks=2, samples=16, seed=2,
+                                   store=str(root / "store"), **base))
+        with pytest.raises(SurrogateError, match=needle) as e:
+            run_inference(other, sur, obs, opt)
+        assert "tb_infer" in str(e.value) and str(other) in str(e.value)
+    # a data file made for another case
+    csv = tmp_path / "obs.csv"
+    bad = Observations(obs.names, obs.values, obs.sigma, {**obs.meta, "case": "elsewhere"})
+    bad.to_csv(csv)
+    with pytest.raises(HybridError, match="made for case 'elsewhere'.*not for case 'tb_infer'"):
+        run_inference(case, sur, csv, opt)
+    # enrichment into a store that another case made: refused, nothing written
+    other = tmp_path / "other.toml"
+    other.write_text(case_text(name="tb_other", cells=12, blocks=2, samples=2, seed=2,
+                               grid=4, store=str(tmp_path / "ostore")))
+    assert run_cli(["campaign", other]).returncode == 0
+    before = sorted(p.name for p in (tmp_path / "ostore" / "samples").iterdir())
+    with pytest.raises(HybridError, match="made from another case.*mesh"):
+        run_inference(case, sur, obs, InferenceOptions(method="map", field=False,
+                                                       plots=False),
+                      store=tmp_path / "ostore")
+    assert sorted(p.name for p in (tmp_path / "ostore" / "samples").iterdir()) == before
+
+
+def test_enrichment_under_mpirun_loses_no_solve(setup, tmp_path):
+    """Two ranks, chains on COMM_SELF FEMs, every FEM solve committed: files == committed."""
+    import shutil
+
+    from hybrid.store import ENRICHMENT_BASE, SnapshotStore
+
+    root, path, case, sur, y = setup
+    store = tmp_path / "store"
+    shutil.copytree(root / "store", store)
+    obs = tmp_path / "obs.csv"
+    synthesize(y, 0.01, "relative", seed=5, names=sur.observation_names).to_csv(obs)
+    before = SnapshotStore(store).committed_indices()
+    files_before = {p.name: p.read_bytes() for p in SnapshotStore(store).sample_files()}
+    args = ["infer", path, "--surrogate", root / "sur3", "--data", obs, "--method", "mcmc",
+            "--stage2", "fem", "--samples", "60", "--burn-in", "40", "--chains", "2",
+            "--no-field", "--no-plots", "--out", tmp_path / "mc"]
+    # the case's store is root/store: point the run at the copy with a case next to it
+    c2 = tmp_path / "case.toml"
+    c2.write_text(path.read_text().replace(str(root / "store"), str(store)))
+    args[1] = c2
+    for k in range(2):   # twice: the second run must not overwrite the first one's samples
+        r = run_cli([*args[:-1], tmp_path / f"mc{k}"], ranks=2)
+        assert r.returncode == 0, r.stderr
+    new = SnapshotStore(store).committed_indices() - before
+    committed = [json.loads((tmp_path / f"mc{k}" / "summary.json").read_text())["fem"]
+                 ["committed"] for k in range(2)]
+    assert min(committed) > 10 and len(new) == sum(committed), (len(new), committed)
+    assert all(i >= ENRICHMENT_BASE for i in new)
+    for name, data in files_before.items():      # nothing overwritten
+        assert (store / "samples" / name).read_bytes() == data

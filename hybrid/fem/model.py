@@ -116,25 +116,31 @@ class FEMModel:
         ``ENRICHMENT_BASE``); ranks that commit to one store independently (chains on
         COMM_SELF) must use disjoint ranges.
         """
+        from hybrid.errors import StoreError
         from hybrid.store import (
             ENRICHMENT_BASE,
             STATUS_FAILED,
             STATUS_OK,
             Sample,
             SnapshotStore,
+            sample_path,
+            store_lock,
             write_sample,
         )
 
-        index = None
         if self.comm.rank == 0:
-            if index is None:
-                index = max(ENRICHMENT_BASE, max(SnapshotStore(store).committed_indices(),
-                                                 default=-1) + 1)
-            write_sample(Path(store), Sample(
-                index=index, mu=state.mu, status=STATUS_OK if state.ok else STATUS_FAILED,
-                reason="" if state.ok else state.reason, wall_time=state.wall_time,
-                u=state.u, qoi=state.qoi, run_id=run_id, ranks=self.comm.size,
-                iterations=state.iterations))
+            with store_lock(Path(store)):
+                if index is None:
+                    index = max(ENRICHMENT_BASE, max(SnapshotStore(store).committed_indices(),
+                                                     default=-1) + 1)
+                elif sample_path(Path(store), index).exists():
+                    raise StoreError(f"{store}: sample {index} exists; enrichment never "
+                                     "overwrites a sample")
+                write_sample(Path(store), Sample(
+                    index=index, mu=state.mu, status=STATUS_OK if state.ok else STATUS_FAILED,
+                    reason="" if state.ok else state.reason, wall_time=state.wall_time,
+                    u=state.u, qoi=state.qoi, run_id=run_id, ranks=self.comm.size,
+                    iterations=state.iterations))
         return self.comm.bcast(index, root=0)
 
     def close(self) -> None:

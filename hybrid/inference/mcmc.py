@@ -212,7 +212,7 @@ class MCMCResult:
 
     def save_netcdf(self, path: str | Path, observed: dict[str, np.ndarray] | None = None,
                     attrs: dict | None = None) -> Path:
-        """Write :meth:`to_inference_data` as a netCDF file (``arviz_base.from_netcdf``)."""
+        """Write :meth:`to_inference_data` as netCDF-4 (``xarray.open_datatree`` reads it)."""
         path = Path(path)
         self.to_inference_data(observed, attrs).to_netcdf(path, engine="h5netcdf")
         return path

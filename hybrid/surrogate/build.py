@@ -233,6 +233,7 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         "parameters": space.to_dict(),
         "qoi": store.qoi_names,
         "observations": store.observation_names,
+        "fingerprint": store.manifest.get("fingerprint"),
         "n_dofs": int(U.shape[1]),
         "n_modes": int(n),
         "affine": affine,

@@ -177,6 +177,29 @@ class Surrogate:
         if physics != self.meta.get("physics"):
             raise SurrogateError(f"{where}: surrogate was trained for physics "
                                  f"{self.meta.get('physics')}, case {case.name!r} has {physics}")
+        import json
+
+        theirs_fp = json.loads(json.dumps(case.fingerprint()))
+        mine_fp = self.meta.get("fingerprint")
+        if mine_fp is None:   # surrogates saved before fingerprints: what can be compared
+            mine_fp = {"observations": None, "mesh": None}
+            if self.observation_names != case.observations.names():
+                raise SurrogateError(
+                    f"{where}: surrogate has sensors {_short(self.observation_names)}, case "
+                    f"{case.name!r} ({case.path}) has {_short(case.observations.names())}")
+            store_n = _store_dofs(case.store)
+            if store_n is not None and store_n != self.n_dofs:
+                raise SurrogateError(f"{where}: surrogate has {self.n_dofs} DOFs, the store "
+                                     f"of case {case.name!r} ({case.store}) has {store_n}")
+            return
+        diff = [k for k in theirs_fp if mine_fp.get(k) != theirs_fp[k]]
+        if diff:
+            what = {"mesh": "mesh", "observations": "sensors (names, kinds or positions)",
+                    "qoi": "QoIs", "parameters": "parameters", "physics": "physics"}
+            raise SurrogateError(
+                f"{where}: surrogate was trained on case {self.meta.get('case_name')!r} and "
+                f"does not belong to case {case.name!r} ({case.path}): "
+                f"{', '.join(what.get(k, k) for k in diff)} differ")
 
     def check_store(self, store) -> None:
         """Raise SurrogateError unless ``store`` (path or SnapshotStore) is the one trained on."""
@@ -476,3 +499,17 @@ class Surrogate:
     def __repr__(self) -> str:
         return (f"Surrogate(kind={self.kind!r}, case={self.case_name!r}, "
                 f"parameters={self.space.dim}, modes={self.n_modes}, dofs={self.n_dofs})")
+
+
+def _short(names: list[str], k: int = 4) -> str:
+    return "[" + ", ".join(names[:k]) + (", …" if len(names) > k else "") + f"] ({len(names)})"
+
+
+def _store_dofs(store: Path) -> int | None:
+    """The number of DOFs recorded in a store's manifest, or None if there is no store."""
+    import json
+
+    try:
+        return int(json.loads((Path(store) / "store.json").read_text())["n_dofs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
