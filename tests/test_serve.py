@@ -8,9 +8,11 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +44,11 @@ def served(*args, ranks: int | None = None, timeout: float = 60):
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []
 
+    proc.log = []       # every line the server prints, as it prints it
+
     def read():
         for line in proc.stdout:
+            proc.log.append(line.rstrip("\n"))
             lines.put(line)
         lines.put(None)
 
@@ -80,7 +85,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 
 
 def post(url: str, path: str, body) -> tuple[int, dict]:
-    data = body if isinstance(body, str) else json.dumps(body)   # json.dumps writes NaN
+    data = body if isinstance(body, str | bytes) else json.dumps(body)  # json.dumps writes NaN
     r = requests.post(url + path, data=data, timeout=30)
     return r.status_code, r.json()
 
@@ -179,6 +184,73 @@ def test_bad_requests_get_error_responses_and_the_server_stays_up(server, path, 
     assert proc.poll() is None
     status, reply = post(url, "/Evaluate", {"name": "surrogate", "input": [MU]})
     assert status == 200 and len(reply["output"]) == 2
+
+
+_GRAD = '"outWrt": 0, "inWrt": 0, "input": [[0.3, 0.55, 0.8, 0.15]]'
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("/Evaluate", b'{"name": ["surrogate"], "input": [[0.3, 0.55, 0.8, 0.15]]}',
+     'name: expected a model name (a string), got ["surrogate"]'),
+    ("/InputSizes", b'{"name": {"surrogate": 1}}', "name: expected a model name (a string)"),
+    ("/Evaluate", b'{"name": "surrogate", "input": [[' + b"9" * 4300 + b', 0.5, 0.5, 0.5]]}',
+     "input 0: 9999999999\u20269999 (4300 digits) is too large for a float"),
+    ("/Gradient", b'{"name": "surrogate", ' + _GRAD.encode() + b', "sens": [' + b"7" * 400
+     + b"]}", "sens: 7777777777\u20267777 (400 digits) is too large for a float"),
+    ("/Gradient", b'{"name": "surrogate", "outWrt": ' + b"5" * 4300 + b', "inWrt": 0, '
+     b'"input": [[0.3, 0.55, 0.8, 0.15]], "sens": [1]}',
+     "outWrt: expected an integer in [0, 1], got 5555555555\u20265555 (4300 digits)"),
+    ("/Evaluate", b'{"name": "surrogate", "input": [[' + b"9" * 4301 + b"]]}",
+     "not valid JSON (Exceeds the limit (4300 digits)"),
+    ("/Evaluate", b'{"name": "surr\xff\xfeogate", "input": [[0.3, 0.55, 0.8, 0.15]]}',
+     "request body is not valid UTF-8 (invalid start byte at byte 14)"),
+    ("/Evaluate", b"[" * 100_000, "request body is not valid JSON (nested too deeply)"),
+    ("/Evaluate", b'{"name": "surrogate", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "request body is not valid JSON (nested too deeply)"),
+    ("/Evaluate", b'{"input": [[0.3, 0.55, 0.8, 0.15]]}', "request: missing key(s) ['name']"),
+    ("/Evaluate", b'{"name": "surrogate", "input": [[0.3, 0.55, 0.8, 0.15]], "config": '
+     b'{"extrapolate": ' + b"[" * 500 + b"]" * 500 + b"}}", "config: extrapolate must be bool"),
+])
+def test_malformed_bodies_are_invalid_input_with_one_log_line(server, path, body, message):
+    """Each body answers 400 InvalidInput naming the problem, logged as one line, no traceback."""
+    url, _, proc = server
+    n_log = len(proc.log)
+    status, reply = post(url, path, body)
+    assert status == 400, reply
+    assert reply["error"]["type"] == "InvalidInput"
+    assert message in reply["error"]["message"]
+    assert len(reply["error"]["message"]) < 300
+    new = _new_log(proc, n_log, 1)
+    assert len(new) == 1 and new[0].startswith(f"hybrid serve: POST {path}: 400 InvalidInput: ")
+    status, reply = post(url, "/Evaluate", {"name": "surrogate", "input": [MU]})
+    assert status == 200
+
+
+def _new_log(proc, start: int, n: int, timeout: float = 5.0) -> list[str]:
+    """The lines the server printed after ``start``, once there are ``n`` (or after timeout)."""
+    t0 = time.monotonic()
+    while len(proc.log) - start < n and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+    time.sleep(0.1)                         # a traceback would follow within this
+    return proc.log[start:]
+
+
+@pytest.mark.parametrize("head", [
+    b"Content-Length: 1000\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\n40\r\n",
+])
+def test_client_disconnecting_mid_body_logs_one_line(server, head):
+    url, _, proc = server
+    port = int(url.rsplit(":", 1)[1])
+    n_log = len(proc.log)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /Evaluate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\n" + head + b'{"name": "surr')
+        time.sleep(0.2)
+    new = _new_log(proc, n_log, 1)
+    assert new == ["hybrid serve: POST /Evaluate: 400 InvalidInput: request body incomplete: "
+                   "the client disconnected (Connection lost)"], new
+    assert post(url, "/Evaluate", {"name": "surrogate", "input": [MU]})[0] == 200
 
 
 def test_server_binds_loopback_only(server):

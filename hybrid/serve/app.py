@@ -18,7 +18,7 @@ import umbridge
 from aiohttp import web
 
 from hybrid.errors import HybridError, ParameterError
-from hybrid.serve.inputs import RequestError, ServeError, _index, _numbers, _vector
+from hybrid.serve.inputs import RequestError, ServeError, _index, _numbers, _show, _vector
 
 PROTOCOL_VERSION = 1.0
 
@@ -27,25 +27,34 @@ def _error(kind: str, message: str, status: int) -> web.Response:
     return web.json_response({"error": {"type": kind, "message": message}}, status=status)
 
 
+def _log(request: web.Request, status: int, kind: str, message: str) -> None:
+    """One line on stderr for a rejected request (no traceback: it is not the server's bug)."""
+    text = " ".join(message.split())
+    print(f"hybrid serve: {request.method} {request.path}: {status} {kind}: "
+          f"{text[:300]}{'…' if len(text) > 300 else ''}", file=sys.stderr, flush=True)
+
+
 @web.middleware
 async def _errors(request: web.Request, handler) -> web.StreamResponse:
     """Every failure becomes the protocol's error object; the server keeps serving."""
     try:
         return await handler(request)
-    except web.HTTPException as exc:        # unknown path or method
+    except web.HTTPException as exc:        # unknown path or method, body too large
         if exc.status < 400:
             raise
-        return _error("UnsupportedFeature", f"{request.method} {request.path}: {exc.reason}",
-                      exc.status)
+        kind = "InvalidInput" if exc.status == 413 else "UnsupportedFeature"
+        message, status = f"{request.method} {request.path}: {exc.reason}", exc.status
     except RequestError as exc:
-        return _error(exc.kind, str(exc), exc.status)
+        kind, message, status = exc.kind, str(exc), exc.status
     except ParameterError as exc:
-        return _error("InvalidInput", str(exc), 400)
+        kind, message, status = "InvalidInput", str(exc), 400
     except HybridError as exc:              # SolveFailed and the like: the model's answer
-        return _error("ModelError", str(exc), 500)
+        kind, message, status = "ModelError", str(exc), 500
     except Exception as exc:                # a bug: report it, log it, keep serving
         traceback.print_exc(file=sys.stderr)
         return _error("InternalError", f"{type(exc).__name__}: {exc}", 500)
+    _log(request, status, kind, message)
+    return _error(kind, message, status)
 
 
 def _outputs(vectors: Any, sizes: Sequence[int], where: str = "output") -> None:
@@ -76,9 +85,20 @@ def make_app(models: Sequence[umbridge.Model]) -> web.Application:
              for name in by_name}
 
     async def body(request: web.Request) -> dict:
-        text = await request.text()
+        try:
+            raw = await request.read()
+        except ConnectionError as exc:      # the client went away mid-body
+            raise RequestError(f"request body incomplete: the client disconnected ({exc})") \
+                from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"request body is not valid UTF-8 ({exc.reason} at byte "
+                               f"{exc.start})") from None
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise RequestError("request body is not valid JSON (nested too deeply)") from None
         except ValueError as exc:
             raise RequestError(f"request body is not valid JSON ({exc})") from None
         if not isinstance(data, dict):
@@ -87,7 +107,11 @@ def make_app(models: Sequence[umbridge.Model]) -> web.Application:
 
     async def model_of(request: web.Request) -> tuple[umbridge.Model, dict, dict]:
         data = await body(request)
-        name = data.get("name")
+        if "name" not in data:
+            raise RequestError("request: missing key(s) ['name']")
+        name = data["name"]
+        if not isinstance(name, str):
+            raise RequestError(f"name: expected a model name (a string), got {_show(name)}")
         if name not in by_name:
             raise RequestError(f"model {name!r} not found; this server has {sorted(by_name)}",
                                "ModelNotFound")

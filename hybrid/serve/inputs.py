@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,16 +30,38 @@ class RequestError(HybridError):
 
 
 # ----------------------------------------------------------------------------- inputs
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, safe rendering of a request value for an error message (never raises)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)                   # JSON integers have at most 4300 digits
+        return text if len(text) <= 24 else f"{text[:10]}…{text[-4:]} ({len(text)} digits)"
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _numbers(values: Any, where: str) -> list[float]:
     """A JSON list of numbers as floats (NaN kept: the models reject it with a named error)."""
     if not isinstance(values, list) or any(
             isinstance(v, bool) or not isinstance(v, int | float) for v in values):
         raise RequestError(f"{where}: expected a list of numbers")
-    return [float(v) for v in values]
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except OverflowError:               # an integer literal beyond the float range
+            raise RequestError(f"{where}: {_show(v)} is too large for a float") from None
+    return out
 
 
-def _config(config: Any, allowed: dict[str, type]) -> dict:
-    """Validate a model config (a JSON object with only the ``allowed`` keys and types)."""
+def _config(config: Any, allowed: dict[str, type | Callable[[Any], bool]]) -> dict:
+    """Validate a model config (a JSON object with only the ``allowed`` keys and types).
+
+    A value of ``allowed`` is a type, or a check ``value -> bool`` with a ``__doc__`` saying
+    what it accepts.
+    """
     if config is None:
         return {}
     if not isinstance(config, dict):
@@ -48,9 +70,13 @@ def _config(config: Any, allowed: dict[str, type]) -> dict:
         if key not in allowed:
             raise RequestError(f"config: unknown key {key!r}; this model accepts "
                                f"{sorted(allowed) or 'no keys'}")
-        if not isinstance(value, allowed[key]):
-            raise RequestError(f"config: {key} must be {allowed[key].__name__}, got "
-                               f"{json.dumps(value)}")
+        rule = allowed[key]
+        if isinstance(rule, type):
+            if not isinstance(value, rule):
+                raise RequestError(f"config: {key} must be {rule.__name__}, got "
+                                   f"{_show(value)}")
+        elif not rule(value):
+            raise RequestError(f"config: {key} must be {rule.__doc__}, got {_show(value)}")
     return config
 
 
@@ -80,7 +106,7 @@ def _mu(parameters: Any, space: ParameterSpace, *, extrapolate: bool = False) ->
 def _index(value: Any, n: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
         raise RequestError(f"{where}: expected an integer in [0, {n - 1}], got "
-                           f"{json.dumps(value)}")
+                           f"{_show(value)}")
     return value
 
 
