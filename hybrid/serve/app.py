@@ -57,8 +57,13 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
     return _error(kind, message, status)
 
 
-def _outputs(vectors: Any, sizes: Sequence[int], where: str = "output") -> None:
-    """Check a model's output: vectors of the declared sizes, finite (strict JSON)."""
+def _outputs(vectors: Any, sizes: Sequence[int], where: str = "output", *,
+             minus_inf: bool = False) -> None:
+    """Check a model's output: vectors of the declared sizes, finite (strict JSON).
+
+    With ``minus_inf`` (a log-density), −inf is allowed too; it is sent as ``-Infinity``,
+    which Python's json module (the ``umbridge`` client) reads.
+    """
     if not isinstance(vectors, list) or len(vectors) != len(sizes):
         raise RequestError(f"{where}: the model returned {type(vectors).__name__} instead of "
                            f"{len(sizes)} vector(s)", "InvalidOutput", 500)
@@ -67,9 +72,15 @@ def _outputs(vectors: Any, sizes: Sequence[int], where: str = "output") -> None:
             raise RequestError(f"{where} {i}: the model returned "
                                f"{len(v) if isinstance(v, list) else type(v).__name__} values, "
                                f"declared {n}", "InvalidOutput", 500)
-        if not all(isinstance(x, float | int) and math.isfinite(x) for x in v):
+        if not all(isinstance(x, float | int) and (math.isfinite(x) or minus_inf
+                                                   and x == -math.inf) for x in v):
             raise RequestError(f"{where} {i}: the model returned non-finite values",
                                "InvalidOutput", 500)
+
+
+def _base(model: umbridge.Model) -> umbridge.Model:
+    """The model that does ``model``'s work (itself, or the base of a view)."""
+    return getattr(model, "base", model)
 
 
 def make_app(models: Sequence[umbridge.Model]) -> web.Application:
@@ -81,8 +92,9 @@ def make_app(models: Sequence[umbridge.Model]) -> web.Application:
     served next to it.
     """
     by_name = {m.name: m for m in models}
-    pools = {name: ThreadPoolExecutor(1, thread_name_prefix=f"umbridge-{name}")
-             for name in by_name}
+    bases = {id(_base(m)): _base(m) for m in models}     # a view runs in its base's thread
+    pools = {key: ThreadPoolExecutor(1, thread_name_prefix=f"umbridge-{b.name}")
+             for key, b in bases.items()}
 
     async def body(request: web.Request) -> dict:
         try:
@@ -145,7 +157,7 @@ def make_app(models: Sequence[umbridge.Model]) -> web.Application:
                                "UnsupportedFeature")
 
     async def call(model: umbridge.Model, fn: Callable, *args) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pools[model.name], fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(pools[id(_base(model))], fn, *args)
 
     routes = web.RouteTableDef()
 
@@ -180,7 +192,8 @@ def make_app(models: Sequence[umbridge.Model]) -> web.Application:
         (parameters,) = need(data, "input")
         check_input(model, parameters, config)
         output = await call(model, model.__call__, parameters, config)
-        _outputs(output, model.get_output_sizes(config))
+        _outputs(output, model.get_output_sizes(config),
+                 minus_inf=getattr(model, "minus_inf", False))
         return web.json_response({"output": output})
 
     async def derivative(request: web.Request, feature: str, flag: str, vector: str,
@@ -272,7 +285,8 @@ def serve(models: Sequence[umbridge.Model], host: str = "127.0.0.1", port: int =
         raise ServeError("no model to serve")
     if len(set(names)) != len(names):
         raise ServeError(f"model names must be unique, got {names}")
-    parallel = [m for m in models if getattr(getattr(m, "comm", None), "size", 1) > 1]
+    bases = list({id(_base(m)): _base(m) for m in models}.values())
+    parallel = [m for m in bases if getattr(getattr(m, "comm", None), "size", 1) > 1]
     if len(parallel) > 1:
         raise ServeError("at most one MPI-parallel model per server")
     if parallel and parallel[0].comm.rank != 0:

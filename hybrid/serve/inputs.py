@@ -56,11 +56,10 @@ def _numbers(values: Any, where: str) -> list[float]:
     return out
 
 
-def _config(config: Any, allowed: dict[str, type | Callable[[Any], bool]]) -> dict:
+def _config(config: Any, allowed: dict[str, type | tuple[Callable[[Any], bool], str]]) -> dict:
     """Validate a model config (a JSON object with only the ``allowed`` keys and types).
 
-    A value of ``allowed`` is a type, or a check ``value -> bool`` with a ``__doc__`` saying
-    what it accepts.
+    A value of ``allowed`` is a type, or a pair (check ``value -> bool``, what it accepts).
     """
     if config is None:
         return {}
@@ -75,8 +74,8 @@ def _config(config: Any, allowed: dict[str, type | Callable[[Any], bool]]) -> di
             if not isinstance(value, rule):
                 raise RequestError(f"config: {key} must be {rule.__name__}, got "
                                    f"{_show(value)}")
-        elif not rule(value):
-            raise RequestError(f"config: {key} must be {rule.__doc__}, got {_show(value)}")
+        elif not rule[0](value):
+            raise RequestError(f"config: {key} must be {rule[1]}, got {_show(value)}")
     return config
 
 
