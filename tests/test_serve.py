@@ -249,6 +249,39 @@ def test_loglik_view_with_umbridge_emcee_and_outside_config(server, surrogate_di
         m.gradient(0, 0, [out], [1.0], {**config, "outside": "-inf"})
 
 
+def test_emcee_samples_the_loglik_view_through_umbridge_emcee(server, surrogate_dir):
+    """A stock emcee run on UmbridgeLogProb: walkers that step outside the box are rejected
+    (log-density -inf), the run finishes and every draw is inside the box."""
+    emcee = pytest.importorskip("emcee")
+    from umbridge.emcee import UmbridgeLogProb
+
+    url, _, _ = server
+    s = Surrogate.load(surrogate_dir)
+    d = s.observe(np.array([0.5, 0.4, 0.7, 0.2]))
+    logp = UmbridgeLogProb(url, "surrogate-loglik", {"data": d.tolist(), "sigma": 0.05,
+                                                     "outside": "-inf"})
+    rejected = []
+
+    def counted(mu):
+        value = logp(mu)
+        rejected.append(value[0] == -np.inf)
+        return value
+
+    rng = np.random.default_rng(5)      # walkers next to the bound mu_3 = 0.1: many step out
+    p0 = np.array([0.5, 0.4, 0.7, 0.13]) + 0.02 * rng.standard_normal((8, 4))
+    p0[:, 3] = np.clip(p0[:, 3], 0.105, None)
+    sampler = emcee.EnsembleSampler(8, logp.ndim, counted)
+    sampler.run_mcmc(p0, 30, progress=False)
+    assert sum(rejected) > 0
+    draws = sampler.get_chain(flat=True)
+    space = cs.space(2)
+    assert np.all((draws >= space.lower) & (draws <= space.upper))
+    lp = sampler.get_log_prob(flat=True)
+    assert np.all(np.isfinite(lp))
+    k = int(np.argmax(lp))
+    assert lp[k] == pytest.approx(_loglik(s.observe(draws[k]), d, 0.05), rel=1e-12)
+
+
 def _rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status")
     if not status.exists():
