@@ -10,7 +10,11 @@ Two hybrid models speak it:
   ``{"extrapolate": true}`` allows μ outside the training box.
 * :class:`FEMModel` (name ``"fem"``): the same input and outputs from a DOLFINx solve; a failed
   solve is an error response (type ``ModelError``), not a crash; gradient and Jacobian
-  action of the observations when the FEM model offers ``jacobian(mu)`` (dG/dμ, (m, P)).
+  action of both outputs by the tangent-linear model (``jacobian``, ``qoi_jacobian``).
+* their single-output views (:mod:`hybrid.serve.views`, ``model.views()``):
+  ``NAME-observations``, ``NAME-qoi`` and ``NAME-loglik`` (a Gaussian log-likelihood with
+  data and σ from the config; ``{"outside": "-inf"}`` answers −inf outside the box), for
+  clients that take one output (tinyDA, ``umbridge.emcee``).
 
 :func:`serve` runs a small aiohttp app implementing the protocol (umbridge 1.2.10's
 ``serve_models`` binds every interface and has no ``host`` argument), bound to loopback by
@@ -22,8 +26,11 @@ Under MPI (FEM model on a communicator of several ranks) rank 0 serves HTTP; eac
 parameters go to every rank through :class:`WorkChannel` and all ranks join the solve;
 the other ranks wait in :meth:`FEMModel.work_loop` until rank 0 posts a stop.
 
-This module imports neither DOLFINx nor mpi4py; :class:`FEMModel` imports
-:mod:`hybrid.fem.model` when it is built.
+Modules: :mod:`~hybrid.serve.inputs` (request checks), :mod:`~hybrid.serve.models`,
+:mod:`~hybrid.serve.views`, :mod:`~hybrid.serve.channel` (MPI), :mod:`~hybrid.serve.app`
+(HTTP). Importing the package imports neither DOLFINx, mpi4py nor torch; :class:`FEMModel`
+imports :mod:`hybrid.fem.model` when it is built, :class:`SurrogateModel` torch (with
+gradients).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from hybrid.serve.app import PROTOCOL_VERSION, make_app, serve
 from hybrid.serve.channel import WorkChannel
 from hybrid.serve.inputs import RequestError, ServeError
 from hybrid.serve.models import FEMModel, SurrogateModel
+from hybrid.serve.views import LogLikelihoodView, OutputView
 
-__all__ = ["PROTOCOL_VERSION", "FEMModel", "RequestError", "ServeError", "SurrogateModel",
-           "WorkChannel", "make_app", "serve"]
+__all__ = ["PROTOCOL_VERSION", "FEMModel", "LogLikelihoodView", "OutputView", "RequestError",
+           "ServeError", "SurrogateModel", "WorkChannel", "make_app", "serve"]
