@@ -53,10 +53,14 @@ def serve_command(
         help="name of TARGET's model (default: 'surrogate' or 'fem')")] = None,
     surrogate: Annotated[Path | None, typer.Option(
         help="with a case file: also serve this surrogate (model 'surrogate')")] = None,
+    gradients: Annotated[bool, typer.Option(
+        help="surrogate derivatives (torch autograd; --no-gradients never loads torch)")] = True,
 ) -> None:
     """Serve a surrogate or a case's FEM model as an UM-Bridge model until Ctrl-C.
 
-    Under mpirun with a case file, rank 0 serves HTTP and every rank joins each FEM solve.
+    Each model comes with its single-output views (NAME-observations, NAME-qoi,
+    NAME-loglik) for clients that take one output vector. Under mpirun with a case file,
+    rank 0 serves HTTP and every rank joins each FEM solve.
     """
     from hybrid.serve import ServeError, SurrogateModel, serve
 
@@ -79,7 +83,8 @@ def serve_command(
     fem = None
     try:
         if kind == "surrogate":
-            models.append(SurrogateModel(Surrogate.load(target), name or "surrogate"))
+            models.append(SurrogateModel(Surrogate.load(target), name or "surrogate",
+                                         gradients=gradients))
         else:
             from hybrid.case import load_case
 
@@ -95,7 +100,8 @@ def serve_command(
             fem = FEMModel(case, MPI.COMM_WORLD, name=name or "fem")
             models.append(fem)
             if sur is not None:
-                models.append(SurrogateModel(sur))
+                models.append(SurrogateModel(sur, gradients=gradients))
+        models += [v for m in list(models) for v in m.views()]
         if fem is None or fem.comm.rank == 0:
             for m in models:
                 print(m.describe(), flush=True)

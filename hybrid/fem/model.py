@@ -145,3 +145,16 @@ class FEMModel:
 
     def close(self) -> None:
         self.problem.destroy()
+
+    def qoi_jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """QoIs q(μ) and their Jacobian dq/dμ (q, P) by the tangent-linear model.
+
+        One solve and P back-substitutions with the same factors (see
+        ``ThermalBlockProblem.qoi_jacobian``); raises :class:`SolveFailed`. Collective on
+        ``comm``; the result is on every rank.
+        """
+        s = self._solved(mu)
+        t0 = time.perf_counter()
+        J = self.problem.qoi_jacobian(s.mu)
+        self.time += time.perf_counter() - t0
+        return s.qoi, J

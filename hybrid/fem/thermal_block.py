@@ -332,3 +332,42 @@ class ThermalBlockProblem:
                     rows_k, off_k = res
                     J[:, k] += (rows_k - rows) @ u + (off_k - offset)
         return self.comm.bcast(J, root=self.ordering.root)
+
+    def _tangent(self, k: int) -> fem.Function:
+        """∂u/∂μ_k at the current solution: A(μ) ∂u/∂μ_k = −A_k u on the last solve's factors.
+
+        The same right-hand sides and solve as :meth:`observation_jacobian`; the returned
+        function is overwritten by the next call. Collective.
+        """
+        if not hasattr(self, "_sens_forms"):
+            v = ufl.TestFunction(self.V)
+            dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
+            self._sens_forms = [fem.form(-ufl.inner(ufl.grad(self.u), ufl.grad(v)) * dxb(q))
+                                for q in range(self.B**2)]
+            self._du = fem.Function(self.V)
+        b = self.solver.b
+        with b.localForm() as bl:
+            bl.set(0.0)
+        fem_petsc.assemble_vector(b, self._sens_forms[k])
+        b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
+                      mode=fem_petsc.PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(b, self.bcs)   # homogeneous: ∂u/∂μ_k = 0 on the boundary
+        self.solver.ksp.solve(b, self._du.x.petsc_vec)
+        self._du.x.scatter_forward()
+        return self._du
+
+    def qoi_jacobian(self, mu: np.ndarray) -> np.ndarray:
+        """dq/dμ (q, P) of the case's QoIs at the current solution (solved at ``mu``).
+
+        The QoIs are linear functionals of u (q_i = l_i·u, :meth:`qoi_vectors`, independent
+        of μ), so ∂q_i/∂μ_k = l_i·∂u/∂μ_k with the tangent-linear solutions of
+        :meth:`observation_jacobian`: P back-substitutions on the factors already computed
+        for u, no new factorisation. Collective; the result is on every rank.
+        """
+        n = self.V.dofmap.index_map.size_local
+        ls = list(self.qoi_vectors().values())
+        J = np.zeros((len(ls), self.B**2))
+        for k in range(self.B**2):
+            du = self._tangent(k).x.array[:n]
+            J[:, k] = [l_vec @ du for l_vec in ls]
+        return self.comm.allreduce(J)
