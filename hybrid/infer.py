@@ -177,6 +177,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                                 "chi2": cheap_map.chi2, "wall_time_s": time.perf_counter() - t0,
                                 "surrogate_evaluations": cheap_map.n_model_evals}
 
+    laplace_mu = None
     if opt.method == "map":
         fem = FEMModel(case, comm, store=store if opt.enrich else None, run_id="infer-map")
         res = confirm(cheap, fem_model(fem), start=cheap_map, jacobian="model",
@@ -216,6 +217,8 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         # the bound-safe Laplace approximation at the surrogate's MAP: first proposal,
         # anchor of the adapted covariance, and the spread of the over-dispersed starts
         lap = laplace_proposal(cheap, cheap_map.mu)
+        dmu = cheap.transform.dmu_dw(cheap.transform.to_w(cheap_map.mu))
+        laplace_mu = (cheap_map.mu, dmu[:, None] * lap.cov_w * dmu[None, :])
         summary["proposal"] = {"centre": _summary_mu(space.names, lap.mu),
                                "moved_inside": [n for n, m in zip(space.names, lap.moved,
                                                                   strict=True) if m]}
@@ -265,7 +268,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     if rank != 0:
         return None
     if out is not None:
-        _write_outputs(out, summary, mcmc, opt, cheap_map, space.names)
+        _write_outputs(out, summary, mcmc, opt, cheap_map, space.names, laplace_mu)
     return summary
 
 
@@ -309,8 +312,18 @@ def _static(store: Path | None, sur):
     return SnapshotStore(path).static
 
 
+def _truth(summary: dict, names) -> np.ndarray | None:
+    """The true μ of synthetic data (its '# mu_true:' line), or None."""
+    txt = summary.get("data", {}).get("mu_true")
+    try:
+        v = np.array([float(x) for x in txt.split(",")]) if txt else None
+    except ValueError:
+        return None
+    return v if v is not None and v.size == len(names) else None
+
+
 def _write_outputs(out: Path, summary: dict, mcmc, opt: InferenceOptions, cheap_map,
-                   names) -> None:
+                   names, laplace=None) -> None:
     from hybrid.inference.map import _jsonable
     from hybrid.store import write_json
 
@@ -318,8 +331,9 @@ def _write_outputs(out: Path, summary: dict, mcmc, opt: InferenceOptions, cheap_
     if opt.plots:
         from hybrid.inference.plots import corner, trace
 
+        truth = _truth(summary, names)
         if mcmc is not None:
-            corner(mcmc, out / "corner.png",
+            corner(mcmc, out / "corner.png", truths=truth, laplace=laplace,
                    markers={"surrogate MAP": cheap_map.mu})
             trace(mcmc, out / "trace.png")
             files["trace"] = str(out / "trace.png")
@@ -327,7 +341,7 @@ def _write_outputs(out: Path, summary: dict, mcmc, opt: InferenceOptions, cheap_
             est = np.array([summary["estimate"][n] for n in names])
             draws = _laplace_draws(est, summary["map"].get("cov"), opt.seed)
             if draws is not None:
-                corner(draws, out / "corner.png", names=names,
+                corner(draws, out / "corner.png", names=names, truths=truth,
                        markers={"FEM MAP": est, "surrogate MAP": cheap_map.mu})
         if (out / "corner.png").exists():
             files["corner"] = str(out / "corner.png")
