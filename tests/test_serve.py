@@ -530,10 +530,18 @@ def test_fem_model_served_matches_in_process_model(write_case):
         assert stop(proc) == 0
 
 
-def test_fem_model_under_mpirun_two_ranks(write_case, surrogate_dir):
+def test_fem_model_under_mpirun_two_ranks(write_case, tmp_path):
     """Rank 0 serves, both ranks solve; the surrogate is served next to it; clean stop."""
+    from hybrid.campaign import run_campaign
+    from hybrid.case import load_case
+    from hybrid.fem import MPI
+
     case = write_case(cells=8, blocks=2)
     case.write_text(case.read_text() + OBS)
+    c = load_case(case)       # a surrogate of this very case (one of another is refused)
+    assert run_campaign(c, comm=MPI.COMM_SELF, progress=False, paraview=False).failed == 0
+    surrogate_dir = build_surrogate(c.store, BuildOptions(kind="galerkin"))[0].save(
+        tmp_path / "surrogate")
     with served(case, "--surrogate", surrogate_dir, ranks=2) as (url, lines, proc):
         assert lines[-1] == f"serving {', '.join(views('fem', 'surrogate'))} at {url}"
         assert "2 rank(s)" in lines[0]

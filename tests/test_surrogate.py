@@ -160,7 +160,9 @@ def test_wrong_case_or_parameter_count_is_refused(podnn, tmp_path):
     with pytest.raises(SurrogateError, match="surrogate has 4 parameters"):
         Surrogate.load(path, case=case3)
     case2 = parse_case(small_case_text(blocks=2, cells=12), tmp_path / "c2.toml")
-    Surrogate.load(path, case=case2)                     # same physics and parameters: fine
+    # same physics and parameters, but the case has none of the surrogate's sensors
+    with pytest.raises(SurrogateError, match=r"surrogate has sensors \[twice_mean\]"):
+        Surrogate.load(path, case=case2)
     s = Surrogate.load(path)
     s.check_store(s.meta["store"]["path"])               # the store it was trained on
     other = make_store(tmp_path / "other", cs.BlockFEM(cells=8, blocks=2),
