@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -39,8 +40,11 @@ from hybrid.store import (
     clean_debris,
     fsync_dir,
     init_store,
+    read_plan,
     read_sample,
+    sample_files,
     sample_path,
+    static_fingerprint,
     write_json,
     write_sample,
     write_static,
@@ -63,11 +67,46 @@ class CampaignResult:
     wall_time: float
     failure_reasons: list[str] = field(default_factory=list)
     paraview: Path | None = None
+    interrupted: bool = False
+    """Stopped by SIGTERM after the samples in progress (resume with the same command)."""
 
     @property
     def exit_code(self) -> int:
-        """0: every sample ok; 3: partial success (some samples failed)."""
+        """The process exit code of this run.
+
+        0: every sample ok; 3: partial success (some samples failed); 143 (128 + SIGTERM):
+        stopped by SIGTERM, every finished sample kept.
+        """
+        if self.interrupted:
+            return 128 + int(signal.SIGTERM)
         return 0 if self.failed == 0 else 3
+
+
+class _Termination:
+    """SIGTERM (a batch scheduler's warning before SIGKILL) asks for a clean stop.
+
+    The handler only records the request: every group finishes the sample it is solving,
+    commits it, and claims no further one. PETSc's own handler (a crash report, exit 59) is
+    replaced for the duration of the campaign and restored after it.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+            self._old = None
+
+
+MAX_SAMPLES = 10_000_000
+"""Largest plan a campaign accepts (its points are held in memory on every rank)."""
 
 
 def _fingerprint(case: Case) -> dict:
@@ -96,6 +135,17 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, i
                 f"{store}: directory exists and is not a snapshot store (holds {foreign[0]!r}); "
                 "refusing to write into it"
             )
+    if store.is_dir() and not (store / "store.json").is_file():
+        # a store that lost its manifest must prove which case made it before it is reused
+        n_samples = len(list((store / "samples").glob("s*.h5"))) if (
+            store / "samples").is_dir() else 0
+        if (store / "static.h5").is_file() or n_samples:
+            fp = static_fingerprint(store / "static.h5")
+            if fp != json.loads(json.dumps(_fingerprint(case))):
+                raise StoreError(
+                    f"{store}: store.json is missing and the store holds {n_samples} samples "
+                    f"{'of a different case' if fp else 'that cannot be matched to this case'}"
+                    "; refusing to mix them (restore store.json or use another --store)")
     if (store / "store.json").is_file():
         existing = SnapshotStore(store)
         if existing.manifest.get("fingerprint") != _fingerprint(case):
@@ -111,27 +161,41 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, i
     try:
         clean_debris(store)
         shutil.rmtree(store / "claims", ignore_errors=True)  # claims of killed runs
-        plan = plan_samples(case, n)
         pf = store / "plan.json"
-        if pf.is_file():
-            old = json.loads(pf.read_text())
+        old = read_plan(store)
+        s = case.sampling
+        if old is not None and "mu" in old:       # a plan written out point by point
+            plan = plan_samples(case, n)
             old_mu = np.array(old["mu"], dtype=float).reshape(-1, case.parameters.dim)
             m = min(len(old_mu), n)
-            same_plan = (old["method"], old["seed"]) == (case.sampling.method, case.sampling.seed)
-            if not same_plan or not np.allclose(old_mu[:m], plan[:m], rtol=1e-13, atol=0):
+            same = (old["method"], old["seed"]) == (s.method, s.seed)
+            if not same or not np.allclose(old_mu[:m], plan[:m], rtol=1e-13, atol=0):
                 raise StoreError(
                     f"{store}: store holds a different sampling plan (method={old['method']}, "
                     f"seed={old['seed']}, {len(old_mu)} samples); use another --store"
                 )
-            if len(old_mu) > n:
-                plan = old_mu  # keep the longer plan on record; this run does the first n
-        write_json(pf, {"method": case.sampling.method, "seed": case.sampling.seed,
-                        "names": case.parameters.names, "mu": plan.tolist()})
+            planned = max(len(old_mu), n)
+        else:
+            if old is not None and ((old["method"], old["seed"], old.get("names"))
+                                    != (s.method, s.seed, case.parameters.names)):
+                raise StoreError(
+                    f"{store}: store holds a different sampling plan (method={old['method']}, "
+                    f"seed={old['seed']}); use another --store"
+                )
+            if old is not None and s.method == "lhs" and int(old.get("n", n)) != n:
+                raise StoreError(f"{store}: a Latin hypercube plan of {old.get('n')} samples "
+                                 f"cannot be resized to {n} (its points depend on n); use "
+                                 "sobol or random sampling to grow a campaign")
+            planned = max(int(old.get("n", 0)) if old else 0, n)
+            plan = plan_samples(case, n)
+        # the plan is its generator: method, seed and size (the points are recomputed)
+        write_json(pf, {"method": s.method, "seed": s.seed, "names": case.parameters.names,
+                        "n": planned, "generator": "hybrid.parameters.ParameterSpace.sample"})
     except BaseException:
         os.close(lock)
         raise
     need_static = not (store / "static.h5").is_file() or not (store / "store.json").is_file()
-    return plan[:n], need_static, lock
+    return plan, need_static, lock
 
 
 def _lock_store(store: Path) -> int:
@@ -198,6 +262,34 @@ def _claim(claims: Path, index: int) -> bool:
     return True
 
 
+def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
+    """The group's FEM problem; the static part and the manifest when ``write``."""
+    from hybrid.fem.problems import create_problem
+    from hybrid.provenance import fem_versions
+
+    problem = create_problem(case, group) if solve or write else None
+    if write:
+        static = problem.static_data()
+        if group.rank == 0:
+            write_static(store / "static.h5", static, fingerprint=_fingerprint(case))
+            init_store(
+                store,
+                case_name=case.name,
+                case_text=case.text,
+                physics=case.physics.settings.model_dump(),
+                space=case.parameters,
+                qoi=case.qoi,
+                n_dofs=static.n_dofs,
+                solver_options=case.petsc_options,
+                versions=fem_versions(),
+                extra={"fingerprint": _fingerprint(case),
+                       "observations": case.observations.names(),
+                       "element": {"family": "Lagrange",
+                                   "degree": case.physics.settings.degree}},
+            )
+    return problem
+
+
 def run_campaign(
     case: Case,
     *,
@@ -225,8 +317,6 @@ def run_campaign(
         HybridError: on every rank, for user errors (bad G, foreign or mismatched store).
     """
     from hybrid.fem import MPI
-    from hybrid.fem.problems import create_problem
-    from hybrid.provenance import fem_versions
 
     world = comm if comm is not None else MPI.COMM_WORLD
     t_start = time.perf_counter()
@@ -239,15 +329,20 @@ def run_campaign(
         )
     if n < 1:
         raise HybridError(f"--samples must be >= 1, got {n}")
+    if n > MAX_SAMPLES:
+        raise HybridError(f"--samples {n} exceeds the limit of {MAX_SAMPLES:,} samples per "
+                          "campaign store")
 
     # rank 0 checks/creates the store; every rank learns the outcome (no hangs on errors)
     msg, plan, need_static, run_id, todo, lock = None, None, None, None, None, None
+    created = world.rank == 0 and not (store / "store.json").exists() and not (
+        store.is_dir() and any(store.iterdir()))
     if world.rank == 0:
         try:
             plan, need_static, lock = _prepare_store(case, store, n)
             run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
             done = {}
-            for p in (store / "samples").glob("s*.h5"):
+            for p in sample_files(store):
                 i = int(p.stem[1:])
                 if i < n:
                     done[i] = read_sample(p, field=False).status
@@ -264,27 +359,14 @@ def run_campaign(
     color = world.rank // G
     group = world.Split(color, world.rank)
     leader = group.rank == 0
-    problem = create_problem(case, group) if todo or need_static else None
-
-    if need_static and color == 0:
-        static = problem.static_data()
-        if leader:
-            write_static(store / "static.h5", static)
-            init_store(
-                store,
-                case_name=case.name,
-                case_text=case.text,
-                physics=case.physics.settings.model_dump(),
-                space=case.parameters,
-                qoi=case.qoi,
-                n_dofs=static.n_dofs,
-                solver_options=case.petsc_options,
-                versions=fem_versions(),
-                extra={"fingerprint": _fingerprint(case),
-                       "observations": case.observations.names(),
-                       "element": {"family": "Lagrange",
-                                   "degree": case.physics.settings.degree}},
-            )
+    try:
+        problem = _set_up(case, group, store, need_static and color == 0, bool(todo))
+    except BaseException:
+        if created:   # an error found after the store was made (bad mesh, a sensor outside
+            os.close(lock)   # the mesh): leave no store behind
+            shutil.rmtree(store, ignore_errors=True)
+        group.Free()
+        raise
     world.Barrier()
 
     bar = None
@@ -293,9 +375,10 @@ def run_campaign(
     claims = store / "claims" / run_id
     solved = 0
     nxt = 0
+    stop = _Termination()
     while True:
         index = -1
-        if leader:
+        if leader and not stop.requested:
             while nxt < len(todo):
                 cand = todo[nxt]
                 nxt += 1
@@ -314,13 +397,15 @@ def run_campaign(
         if leader:
             write_sample(store, Sample(
                 index=index, mu=mu, status=STATUS_OK if res.ok else STATUS_FAILED,
-                reason="" if res.ok else res.reason, wall_time=wall, u=u, qoi=q,
+                reason=res.reason, wall_time=wall, u=u, qoi=q,
                 run_id=run_id, ranks=G, iterations=res.iterations))
         solved += 1
+    stop.restore()
     if problem is not None:
         problem.destroy()
     if leader:
         fsync_dir(store / "samples")
+    interrupted = bool(world.allreduce(int(stop.requested), op=MPI.MAX))
     solved = world.allreduce(solved if leader else 0)
     world.Barrier()
     if bar is not None:
@@ -333,8 +418,10 @@ def run_campaign(
             (store / "claims").rmdir()
         except OSError:
             pass
-        statuses = [read_sample(sample_path(store, i), field=False) for i in range(n)]
+        statuses = [read_sample(sample_path(store, i), field=False)
+                    for i in range(n) if sample_path(store, i).exists()]
         failed = [s for s in statuses if s.status != STATUS_OK]
+        missing = n - len(statuses)   # not solved yet: a run stopped by SIGTERM
         pv = None
         if paraview:
             from hybrid.viz import write_store_xdmf
@@ -342,9 +429,11 @@ def run_campaign(
             pv = write_store_xdmf(SnapshotStore(store), store / "paraview" / "snapshots.xdmf")
         wall = time.perf_counter() - t_start
         result = CampaignResult(
-            store=store, planned=n, ok=n - len(failed), failed=len(failed), solved_now=solved,
+            store=store, planned=n, ok=n - len(failed) - missing, failed=len(failed),
+            solved_now=solved,
             skipped=n - len(todo), wall_time=wall,
-            failure_reasons=sorted({s.reason for s in failed}), paraview=pv)
+            failure_reasons=sorted({s.reason for s in failed}),
+            paraview=pv, interrupted=interrupted)
         _log_run(store, run_id, world.size, G, result)
         os.close(lock)
     group.Free()

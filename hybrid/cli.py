@@ -71,6 +71,11 @@ def campaign(
     c = load_case(case)
     r = run_campaign(c, samples=samples, ranks_per_sample=ranks_per_sample, store=store,
                      retry_failed=retry_failed, progress=progress)
+    if r.interrupted:
+        _say(f"campaign {c.name}: stopped by SIGTERM after the samples in progress; "
+             f"{r.ok + r.failed}/{r.planned} in the store, {r.solved_now} solved now. "
+             "Run the same command to resume.")
+        raise typer.Exit(r.exit_code)
     reasons = f" ({'; '.join(r.failure_reasons)})" if r.failure_reasons else ""
     _say(f"campaign {c.name}: {r.ok}/{r.planned} ok, {r.failed} failed{reasons}; "
          f"{r.solved_now} solved now, {r.skipped} already in store; {r.wall_time:.1f} s")

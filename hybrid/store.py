@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from hybrid.errors import StoreError
+from hybrid.errors import HybridError, StoreError
 from hybrid.parameters import ParameterSpace
 
 FORMAT = "hybrid-store"
@@ -245,10 +246,16 @@ class StaticData:
             np.asarray(theta_f, dtype=float) @ np.asarray(self.observation_affine_f).T
 
 
-def write_static(target: Path, s: StaticData) -> None:
-    """Write the static part atomically to ``target`` (static.h5)."""
+def write_static(target: Path, s: StaticData, *, fingerprint: dict | None = None) -> None:
+    """Write the static part atomically to ``target`` (static.h5).
+
+    ``fingerprint`` (the case's, JSON) is kept as an attribute, so that a store whose
+    manifest was lost still knows which case made it (:func:`static_fingerprint`).
+    """
     with atomic_path(target) as tmp:
         with h5py.File(tmp, "w") as f:
+            if fingerprint is not None:
+                f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
             m = f.create_group("mesh")
             m.create_dataset("points", data=s.points)
             m.create_dataset("cells", data=s.cells.astype(np.int64))
@@ -270,6 +277,16 @@ def write_static(target: Path, s: StaticData) -> None:
                 f["observation_affine"].attrs["n_a"] = len(s.affine_a)
                 f.create_dataset("observation_affine_f",
                                  data=np.asarray(s.observation_affine_f, dtype=float))
+
+
+def static_fingerprint(path: Path) -> dict | None:
+    """The case fingerprint recorded in static.h5, or None (absent or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("fingerprint")
+        return json.loads(raw) if raw is not None else None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def read_static(path: Path) -> StaticData:
@@ -368,6 +385,62 @@ def read_sample(path: Path, *, field: bool = True) -> Sample:
 
 
 # ----------------------------------------------------------------------------- reader
+SAMPLE_NAME = re.compile(r"s\d{7,}\.h5")
+
+
+def sample_files(store: Path) -> list[Path]:
+    """Sorted sample files of ``store``.
+
+    A file in samples/ named ``s*.h5`` that is not a sample name (``s<7+ digits>.h5``) is
+    refused, so it can never be read as one.
+    """
+    d = Path(store) / "samples"
+    if not d.is_dir():
+        return []
+    files = sorted(d.glob("s*.h5"))
+    for p in files:
+        if not SAMPLE_NAME.fullmatch(p.name):
+            raise StoreError(f"{p}: not a sample file name (s<index>.h5) in the store's "
+                             "samples/; move it out of the store")
+    return files
+
+
+def read_plan(store: Path) -> dict | None:
+    """STORE/plan.json (None when absent; StoreError when unreadable)."""
+    p = Path(store) / "plan.json"
+    if not p.is_file():
+        return None
+    try:
+        plan = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{p}: sampling plan is corrupted ({exc}); delete it to rebuild "
+                         "it from the case") from None
+    if not isinstance(plan, dict) or not {"method", "seed"} <= set(plan):
+        raise StoreError(f"{p}: sampling plan lacks 'method' and 'seed'; delete it to "
+                         "rebuild it from the case")
+    return plan
+
+
+_MANIFEST_KEYS = {"parameters": list, "qoi": list, "n_dofs": int, "physics": dict,
+                  "case_text": str}
+
+
+def _check_manifest(mf: Path, m: dict) -> None:
+    """The keys the readers rely on, with their types (StoreError naming the first problem)."""
+    for key, typ in _MANIFEST_KEYS.items():
+        if key not in m:
+            raise StoreError(f"{mf}: manifest lacks {key!r}")
+        if not isinstance(m[key], typ) or (typ is int and isinstance(m[key], bool)):
+            raise StoreError(f"{mf}: manifest {key!r} must be a {typ.__name__}, got "
+                             f"{type(m[key]).__name__}")
+    if m["n_dofs"] < 1:
+        raise StoreError(f"{mf}: manifest 'n_dofs' must be >= 1, got {m['n_dofs']}")
+    try:
+        ParameterSpace.from_dict(m["parameters"])
+    except (HybridError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{mf}: manifest 'parameters' is malformed ({exc})") from None
+
+
 class SnapshotStore:
     """Read access to a snapshot store (numpy + h5py only).
 
@@ -387,6 +460,9 @@ class SnapshotStore:
             self.manifest = json.loads(mf.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise StoreError(f"{mf}: manifest is corrupted ({exc})") from None
+        if not isinstance(self.manifest, dict):
+            raise StoreError(f"{mf}: manifest is not a JSON object (got "
+                             f"{type(self.manifest).__name__})")
         if self.manifest.get("format") != FORMAT:
             raise StoreError(f"{mf}: not a hybrid store manifest")
         if self.manifest.get("format_version") != FORMAT_VERSION:
@@ -394,6 +470,7 @@ class SnapshotStore:
                 f"{mf}: store format version {self.manifest.get('format_version')} is not "
                 f"supported (this hybrid reads version {FORMAT_VERSION})"
             )
+        _check_manifest(mf, self.manifest)
         self._static: StaticData | None = None
 
     # metadata
@@ -428,19 +505,44 @@ class SnapshotStore:
         return self._static
 
     def plan(self) -> dict | None:
-        p = self.path / "plan.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        return read_plan(self.path)
+
+    def plan_points(self) -> np.ndarray | None:
+        """The campaign's sampling plan (n, P) in μ, recomputed from its generator."""
+        plan = self.plan()
+        if plan is None:
+            return None
+        if "mu" in plan:   # plans written out point by point (before generator plans)
+            return np.array(plan["mu"], dtype=float).reshape(-1, self.space.dim)
+        return self.space.sample(int(plan["n"]), plan["method"], int(plan["seed"]))
 
     # samples
     def sample_files(self) -> list[Path]:
-        d = self.path / "samples"
-        return sorted(d.glob("s*.h5")) if d.is_dir() else []
+        """The committed sample files, sorted; StoreError for a stray ``s*.h5`` file."""
+        return sample_files(self.path)
 
     def committed_indices(self) -> set[int]:
         return {int(p.stem[1:]) for p in self.sample_files()}
 
     def samples(self, *, field: bool = False) -> list[Sample]:
-        return [read_sample(p, field=field) for p in self.sample_files()]
+        """Every committed sample, checked against the manifest (shapes, finite values)."""
+        return [self._checked(read_sample(p, field=field), p) for p in self.sample_files()]
+
+    def _checked(self, s: Sample, path: Path) -> Sample:
+        P, N, Q = self.space.dim, self.n_dofs, len(self.qoi_names)
+        if np.shape(s.mu) != (P,):
+            raise StoreError(f"{path}: sample has {np.size(s.mu)} parameters, the store {P}")
+        if s.ok:
+            if s.u is not None and np.shape(s.u) != (N,):
+                raise StoreError(f"{path}: sample field has {np.size(s.u)} values, the store "
+                                 f"has {N} DOFs")
+            if s.qoi is not None and np.shape(s.qoi) != (Q,):
+                raise StoreError(f"{path}: sample has {np.size(s.qoi)} QoIs, the store {Q}")
+            for name, v in (("mu", s.mu), ("field u", s.u), ("QoIs", s.qoi)):
+                if v is not None and not np.all(np.isfinite(v)):
+                    raise StoreError(f"{path}: sample marked ok has non-finite values in its "
+                                     f"{name} (NaN or inf); remove the file or re-solve it")
+        return s
 
     def snapshots(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (μ, U) of the successful samples, ordered by sample index.
@@ -485,7 +587,8 @@ class SnapshotStore:
             "parameters": self.space.names,
             "n_dofs": self.n_dofs,
             "qoi": self.qoi_names,
-            "planned": len(plan["mu"]) if plan else None,
+            "planned": (len(plan["mu"]) if "mu" in plan else int(plan.get("n", 0))) if plan
+            else None,
             "committed": len(samples),
             "ok": len(ok),
             "failed": len(failed),

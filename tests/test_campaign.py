@@ -45,7 +45,7 @@ def test_campaign_resume_grow_and_groups(write_case, tmp_path):
     store = SnapshotStore(tmp_path / "store")
     mu, U = store.snapshots()
     assert U.shape == (6, 13 * 13)
-    plan = np.array(store.plan()["mu"])
+    plan = store.plan_points()
     assert np.array_equal(mu, plan)
     for i in (0, 5):  # the campaign's fields equal an independent serial solve
         assert np.allclose(U[i], serial_solution(case, mu[i]), rtol=0, atol=1e-13)
@@ -167,7 +167,7 @@ def test_sigkill_at_any_moment_then_resume(write_case, tmp_path):
     assert not (tmp_path / "store" / "claims").exists()
     store = SnapshotStore(tmp_path / "store")
     mu, U = store.snapshots()
-    assert np.array_equal(mu, np.array(store.plan()["mu"]))
+    assert np.array_equal(mu, store.plan_points())
     rng = np.random.default_rng(0)
     for i in rng.choice(n, 3, replace=False):
         assert np.allclose(U[i], serial_solution(case, mu[i]), rtol=0, atol=1e-13)

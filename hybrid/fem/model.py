@@ -138,7 +138,7 @@ class FEMModel:
                                      "overwrites a sample")
                 write_sample(Path(store), Sample(
                     index=index, mu=state.mu, status=STATUS_OK if state.ok else STATUS_FAILED,
-                    reason="" if state.ok else state.reason, wall_time=state.wall_time,
+                    reason=state.reason, wall_time=state.wall_time,
                     u=state.u, qoi=state.qoi, run_id=run_id, ranks=self.comm.size,
                     iterations=state.iterations))
         return self.comm.bcast(index, root=0)
