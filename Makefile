@@ -23,15 +23,15 @@ setup:
 demo: setup
 	$(MPIRUN) -n 2 $(VENV)/bin/hybrid campaign cases/thermal_block.toml --ranks-per-sample 1
 	$(VENV)/bin/hybrid train runs/thermal_block/store --out runs/thermal_block/surrogate \
-	    --epochs 200 --lbfgs 300
+	    --epochs 200 --lbfgs 300 --force
 	$(VENV)/bin/hybrid query runs/thermal_block/surrogate --mu 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
 	$(VENV)/bin/hybrid synth cases/thermal_block.toml --mu 0.2,0.35,0.5,0.65,0.8,0.3,0.45,0.6,0.75 \
 	    --noise 0.01 --seed 1 --out runs/thermal_block/obs.csv --force
 	$(VENV)/bin/hybrid infer cases/thermal_block.toml --surrogate runs/thermal_block/surrogate \
-	    --data runs/thermal_block/obs.csv --method map --out runs/thermal_block/map
+	    --data runs/thermal_block/obs.csv --method map --out runs/thermal_block/map --force
 	$(MPIRUN) -n 2 $(VENV)/bin/hybrid infer cases/thermal_block.toml \
 	    --surrogate runs/thermal_block/surrogate --data runs/thermal_block/obs.csv \
-	    --method mcmc --chains 4 --samples 2000 --burn-in 500 --out runs/thermal_block/mcmc
+	    --method mcmc --chains 4 --samples 2000 --burn-in 500 --out runs/thermal_block/mcmc --force
 
 test: setup
 	$(MAKE) --no-print-directory test-serial test-mpi

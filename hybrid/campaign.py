@@ -351,6 +351,8 @@ def run_campaign(
             (store / "claims" / run_id).mkdir(parents=True, exist_ok=True)
         except HybridError as exc:
             msg = str(exc)
+        except OSError as exc:   # read-only location, full disk: one line on every rank
+            msg = f"{exc.filename or store}: cannot write ({exc.strerror or exc})"
     msg, plan, need_static, run_id, todo = world.bcast(
         (msg, plan, need_static, run_id, todo), root=0)
     if msg is not None:

@@ -72,6 +72,11 @@ class ParameterSection(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self):
+        import math
+
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            raise ValueError(f"bounds must be finite numbers (a campaign samples the box), "
+                             f"got [{self.lower:g}, {self.upper:g}]")
         if not self.lower < self.upper:
             raise ValueError(f"lower ({self.lower:g}) must be < upper ({self.upper:g})")
         if self.log and self.lower <= 0:

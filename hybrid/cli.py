@@ -90,14 +90,17 @@ def solve(
     case: Annotated[Path, typer.Argument(help="case file (TOML)")],
     mu: Annotated[str, typer.Option(help="parameters: 'a,b,c' or 'mu_0=a,mu_1=b,…'")],
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/solve"),
+    force: Annotated[bool, typer.Option(help="write into an existing --out directory")] = False,
 ) -> None:
     """Solve one parameter vector; write an XDMF field ParaView opens and a JSON summary."""
     from hybrid.case import load_case
     from hybrid.fem.single import solve_one
+    from hybrid.outputs import check_target
     from hybrid.parameters import parse_mu
 
     c = load_case(case)
     m = parse_mu(mu, c.parameters)
+    check_target(out, kind="dir", force=force)
     res = solve_one(c, m, out)
     _say(json.dumps(res["summary"], indent=1))
     _say(f"field:    {res['xdmf']}")
@@ -146,12 +149,27 @@ def main(argv: list[str] | None = None) -> int:
         if _world_rank() == 0:
             print(f"hybrid: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except OSError as exc:   # read-only location, full disk, quota: the environment's fault
+        where = exc.filename or "an output file"
+        _fatal(f"cannot write {where}: {exc.strerror or exc}")
+        return 2
+    except MemoryError:
+        _fatal("out of memory (a smaller --samples, mesh or batch may fit)")
+        return 2
     except SystemExit as exc:  # click/typer: usage errors (2), typer.Exit(code)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception:
         _abort_world()
         raise
     return 0
+
+
+def _fatal(message: str) -> None:
+    """One line on stderr from the rank that hit it; every rank stops (no hang in MPI)."""
+    print(f"hybrid: error: {message}", file=sys.stderr, flush=True)
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and mpi.COMM_WORLD.size > 1:
+        mpi.COMM_WORLD.Abort(2)
 
 
 def _abort_world() -> None:

@@ -43,8 +43,9 @@ def synth_command(
     names = c.observations.names()
     if not names:
         raise HybridError(f"{case}: no [observations] declared: nothing to synthesise")
-    if out.exists() and not force:
-        raise HybridError(f"{out} exists (use --force to overwrite)")
+    from hybrid.outputs import check_target
+
+    check_target(out, kind="file", force=force)
     model = FEMModel(c)
     y = model.observe(m)
     model.close()
@@ -84,15 +85,18 @@ def infer_command(
     enrich: Annotated[bool, typer.Option(help="commit FEM solves to the case's store")] = True,
     field: Annotated[bool, typer.Option(help="write the FEM field at the estimate")] = True,
     plots: Annotated[bool, typer.Option(help="write corner/trace PNGs")] = True,
+    force: Annotated[bool, typer.Option(help="write into an existing --out directory")] = False,
 ) -> None:
     """Estimate parameters from data: FEM-confirmed MAP or delayed-acceptance MCMC."""
     from hybrid.infer import InferenceOptions, print_summary, run_inference
+    from hybrid.outputs import check_target
 
     opt = InferenceOptions(method=method, stage2=stage2, tol=tol, samples=samples,
                            burn_in=burn_in, chains=chains, kernel=kernel, starts=starts,
                            seed=seed,
                            max_fem=max_fem, enrich=enrich, field=field, plots=plots)
     opt.check()
+    check_target(out, kind="dir", force=force)
     summary = run_inference(case, surrogate, data, opt, out=out)
     if summary is None:
         return

@@ -82,7 +82,15 @@ class ParameterSpace:
         Raises:
             ParameterError: wrong length, NaN/inf, or outside the bounds.
         """
-        arr = np.asarray(mu, dtype=float)
+        raw = np.asarray(mu)
+        if np.iscomplexobj(raw):
+            raise ParameterError(f"{where}: parameters must be real numbers, got complex "
+                                 "values")
+        try:
+            arr = np.asarray(raw, dtype=float)
+        except (TypeError, ValueError):
+            raise ParameterError(f"{where}: parameters must be real numbers, got "
+                                 f"{raw.dtype} values") from None
         if arr.shape[-1:] != (self.dim,) or arr.ndim > 2:
             raise ParameterError(
                 f"{where}: expected {self.dim} values ({', '.join(self.names)}), got shape "
@@ -138,9 +146,19 @@ class ParameterSpace:
 
 def parse_mu(text: str, space: ParameterSpace, *, where: str = "--mu") -> np.ndarray:
     """Parse ``"a,b,c"`` (or ``"name=a,name=b"``) into a checked parameter vector."""
-    parts = [t.strip() for t in text.split(",") if t.strip()]
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) > 1 or parts[0]:
+        empty = [i + 1 for i, t in enumerate(parts) if not t]
+        if empty:
+            raise ParameterError(f"{where}: empty value at position {empty[0]} of {text!r}")
+    else:
+        parts = []
     try:
         if parts and all("=" in t for t in parts):
+            keys = [t.split("=", 1)[0].strip() for t in parts]
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            if dup:
+                raise ParameterError(f"{where}: parameter {dup[0]!r} is given more than once")
             kv = {k.strip(): float(v) for k, v in (t.split("=", 1) for t in parts)}
             unknown = set(kv) - set(space.names)
             if unknown:

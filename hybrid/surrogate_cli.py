@@ -48,10 +48,14 @@ def train_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     plots: Annotated[bool, typer.Option(help="write training.png and modes.png")] = True,
+    force: Annotated[bool, typer.Option(help="replace an existing surrogate at --out")] = False,
 ) -> None:
     """Build a surrogate from a snapshot store: POD, reduced operators, network training."""
+    from hybrid.outputs import check_target, replaced_dir
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
+
+    check_target(out, kind="dir", force=force)
 
     cfg = TrainingConfig(width=width, depth=depth, members=members, adam_epochs=epochs,
                          lbfgs_iterations=lbfgs, physics_informed=physics_informed,
@@ -72,7 +76,8 @@ def train_command(
             extra["training.png"] = training_png(sur.meta["training"]["history"])
         if sur.meta.get("metrics", {}).get("ranks"):
             extra["modes.png"] = modes_png(sur.meta["metrics"], kind)
-    sur.save(out, extra)
+    with replaced_dir(out) as tmp:   # the old surrogate survives any failure of the save
+        sur.save(tmp, extra)
     m = report.get("metrics", {})
     err = (f"validation error (X-norm, relative) mean {m['surrogate_error_mean']:.2e}, max "
            f"{m['surrogate_error_max']:.2e}" if "surrogate_error_mean" in m
@@ -98,14 +103,21 @@ def query_command(
         help="write the field(s) to this .npy file (store ordering)")] = None,
     extrapolate: Annotated[bool, typer.Option(
         help="allow parameters outside the training box (with a warning)")] = False,
+    force: Annotated[bool, typer.Option(help="replace an existing --field file")] = False,
 ) -> None:
     """Evaluate a surrogate at parameter vectors; print QoIs (and more) as JSON."""
     import warnings
 
     import numpy as np
 
+    from hybrid.errors import HybridError
+    from hybrid.outputs import check_target
     from hybrid.parameters import Parameter, ParameterSpace, parse_mu
+    from hybrid.store import atomic_path
     from hybrid.surrogate import Surrogate, SurrogateError
+
+    if field is not None:
+        check_target(field, kind="file", force=force, parent_must_exist=True)
 
     s = Surrogate.load(path)
     space = s.space
@@ -125,7 +137,12 @@ def query_command(
             except SurrogateError:
                 est = None
         if field is not None:
-            np.save(field, s.reconstruct(c))
+            u = s.reconstruct(c)
+            if not np.all(np.isfinite(u)):
+                raise HybridError(f"{path}: the surrogate's field is not finite (NaN or inf) "
+                                  "at these parameters; nothing written")
+            with atomic_path(field) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, u)
     for w in {str(w.message) for w in caught}:
         print(f"hybrid: warning: {w}", file=sys.stderr)
     rows = []
@@ -140,4 +157,9 @@ def query_command(
         if coefficients:
             row["coefficients"] = c[i].tolist()
         rows.append(row)
-    print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1))
+    try:
+        text = json.dumps(rows[0] if len(rows) == 1 else rows, indent=1, allow_nan=False)
+    except ValueError:
+        raise HybridError(f"{path}: the surrogate answered non-finite values (NaN or inf) "
+                          "at these parameters: it is broken (trained on bad data?)") from None
+    print(text)

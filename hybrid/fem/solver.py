@@ -18,6 +18,8 @@ from dolfinx import fem
 from dolfinx.fem import petsc as fem_petsc
 from petsc4py import PETSc
 
+from hybrid.errors import HybridError
+
 _ids = itertools.count()
 _REASONS = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if isinstance(v, int)}
 
@@ -29,6 +31,10 @@ class SolveResult:
     ok: bool
     reason: str
     iterations: int
+
+
+class SolverOptionsError(HybridError):
+    """The case's PETSc options are refused or never used by PETSc."""
 
 
 class LinearSolver:
@@ -50,15 +56,30 @@ class LinearSolver:
         self.ksp.setOptionsPrefix(self.prefix)
         self.A.setOptionsPrefix(self.prefix)
         opts = PETSc.Options()
+        self._pending = list(petsc_options)
+        """Options kept in PETSc's database until the first solve has read them all (some,
+        such as MUMPS controls, are read only at the first factorisation)."""
         try:
             for k, v in petsc_options.items():
                 opts[f"{self.prefix}{k}"] = v if not isinstance(v, bool) else str(v).lower()
             self.ksp.setFromOptions()
             self.A.setFromOptions()
-        finally:
-            for k in petsc_options:
-                opts.delValue(f"{self.prefix}{k}")
+        except PETSc.Error as exc:
+            self._forget_options()
+            bad = ", ".join(f"{k} = {v!r}" for k, v in petsc_options.items())
+            raise SolverOptionsError(
+                f"solver.petsc: PETSc refused these options (error {exc.ierr}: an unknown "
+                f"type or a bad value among {bad})") from None
         self.ksp.setOperators(self.A)
+
+    def _forget_options(self) -> list[str]:
+        """Delete this solver's options from PETSc's database; return those never used."""
+        opts = PETSc.Options()
+        unused = [k for k in self._pending if not opts.used(f"{self.prefix}{k}")]
+        for k in self._pending:
+            opts.delValue(f"{self.prefix}{k}")
+        self._pending = []
+        return unused
 
     def solve(self, u: fem.Function) -> SolveResult:
         """Assemble A and b with the current coefficients and solve into ``u``."""
@@ -74,7 +95,14 @@ class LinearSolver:
         try:
             self.ksp.solve(self.b, u.x.petsc_vec)
         except PETSc.Error as exc:  # e.g. a zero pivot in a direct solver
+            self._forget_options()
             return SolveResult(False, f"PETSc error {exc.ierr}", -1)
+        if self._pending:
+            unused = self._forget_options()
+            if unused:   # a misspelled key is a user error, not a silent default
+                raise SolverOptionsError(
+                    f"solver.petsc: option(s) {', '.join(unused)} were never used by PETSc "
+                    "(misspelled, or not meaningful for this solver)")
         u.x.scatter_forward()
         reason = self.ksp.getConvergedReason()
         its = self.ksp.getIterationNumber()
@@ -87,6 +115,7 @@ class LinearSolver:
         return SolveResult(True, _REASONS.get(reason, str(reason)), its)
 
     def destroy(self) -> None:
+        self._forget_options()
         self.ksp.destroy()
         self.A.destroy()
         self.b.destroy()

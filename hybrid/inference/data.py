@@ -35,6 +35,12 @@ from hybrid.inference.errors import DataError
 NOISE_KINDS = ("absolute", "relative")
 
 
+MIN_SIGMA = 1e-150
+"""Smallest accepted noise std: 1/σ² must stay finite in float64."""
+MAX_VALUE = 1e150
+"""Largest accepted |observation|: (y/σ)² must stay finite for any sensible σ."""
+
+
 @dataclass(frozen=True)
 class GaussianNoise:
     """Independent zero-mean Gaussian noise with σᵢ = std, or σᵢ = max(std·|yᵢ|, floor)."""
@@ -108,6 +114,14 @@ class Observations:
             raise DataError(f"observation values must be finite, got {values.tolist()}")
         if not (np.all(np.isfinite(sigma)) and np.all(sigma > 0)):
             raise DataError(f"observation sigma must be finite and > 0, got {sigma.tolist()}")
+        with np.errstate(over="ignore"):
+            bad = np.nonzero((sigma < MIN_SIGMA) | (np.abs(values) > MAX_VALUE)
+                             | (np.abs(values) / sigma > MAX_VALUE))[0]
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"observation {names[i]!r}: value {values[i]:g} with sigma "
+                            f"{sigma[i]:g} is out of range (|value| <= {MAX_VALUE:g}, sigma >= "
+                            f"{MIN_SIGMA:g}): the misfit would overflow")
         values.flags.writeable = False
         sigma.flags.writeable = False
         object.__setattr__(self, "names", names)
@@ -255,10 +269,16 @@ def read_csv(path: str | Path, expected: Sequence[str] | None = None, *,
             raise DataError(f"{where}: duplicate sensor {name!r} (first on line {seen[name]})")
         seen[name] = ln
         values.append(_number(cells[1], "value", where))
+        if abs(values[-1]) > MAX_VALUE:
+            raise DataError(f"{where}: value {cells[1]} is too large in magnitude (> "
+                            f"{MAX_VALUE:g}): squared residuals would overflow")
         if ncol == 3:
             s = _number(cells[2], "sigma", where)
             if s <= 0:
                 raise DataError(f"{where}: sigma must be > 0, got {cells[2]}")
+            if s < MIN_SIGMA:
+                raise DataError(f"{where}: sigma {cells[2]} is too small (< {MIN_SIGMA:g}): "
+                                "1/sigma^2 overflows; give the measurement's real noise")
             sigmas.append(s)
         else:
             try:
