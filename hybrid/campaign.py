@@ -290,6 +290,38 @@ def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
     return problem
 
 
+def _solve_claimed(problem, group, store: Path, run_id: str, plan: np.ndarray,
+                   todo: list[int], stop: _Termination, G: int) -> int:
+    """Claim, solve and commit samples until none is left (or SIGTERM); return the count."""
+    leader = group.rank == 0
+    claims = store / "claims" / run_id
+    solved, nxt = 0, 0
+    while True:
+        index = -1
+        if leader and not stop.requested:
+            while nxt < len(todo):
+                cand = todo[nxt]
+                nxt += 1
+                if _claim(claims, cand):
+                    index = cand
+                    break
+        index = group.bcast(index, root=0)
+        if index < 0:
+            return solved
+        mu = plan[index]
+        t0 = time.perf_counter()
+        res = problem.solve(mu)
+        wall = time.perf_counter() - t0
+        u = problem.ordering.gather_function(problem.u) if res.ok else None
+        q = problem.qoi() if res.ok else None
+        if leader:
+            write_sample(store, Sample(
+                index=index, mu=mu, status=STATUS_OK if res.ok else STATUS_FAILED,
+                reason=res.reason, wall_time=wall, u=u, qoi=q,
+                run_id=run_id, ranks=G, iterations=res.iterations))
+        solved += 1
+
+
 def run_campaign(
     case: Case,
     *,
@@ -361,47 +393,24 @@ def run_campaign(
     color = world.rank // G
     group = world.Split(color, world.rank)
     leader = group.rank == 0
+    bar, stop, problem = None, None, None
     try:
         problem = _set_up(case, group, store, need_static and color == 0, bool(todo))
+        world.Barrier()
+        if world.rank == 0:
+            bar = _Progress(store, set(todo), n, n - len(todo), progress and bool(todo))
+        stop = _Termination()
+        solved = _solve_claimed(problem, group, store, run_id, plan, todo, stop, G)
     except BaseException:
-        if created:   # an error found after the store was made (bad mesh, a sensor outside
-            os.close(lock)   # the mesh): leave no store behind
+        if bar is not None:
+            bar.close()
+        if stop is not None:
+            stop.restore()
+        if created and not sample_files(store):   # an error found before any sample (bad
+            os.close(lock)     # mesh, a sensor outside it, PETSc options): leave no store
             shutil.rmtree(store, ignore_errors=True)
         group.Free()
         raise
-    world.Barrier()
-
-    bar = None
-    if world.rank == 0:
-        bar = _Progress(store, set(todo), n, n - len(todo), progress and bool(todo))
-    claims = store / "claims" / run_id
-    solved = 0
-    nxt = 0
-    stop = _Termination()
-    while True:
-        index = -1
-        if leader and not stop.requested:
-            while nxt < len(todo):
-                cand = todo[nxt]
-                nxt += 1
-                if _claim(claims, cand):
-                    index = cand
-                    break
-        index = group.bcast(index, root=0)
-        if index < 0:
-            break
-        mu = plan[index]
-        t0 = time.perf_counter()
-        res = problem.solve(mu)
-        wall = time.perf_counter() - t0
-        u = problem.ordering.gather_function(problem.u) if res.ok else None
-        q = problem.qoi() if res.ok else None
-        if leader:
-            write_sample(store, Sample(
-                index=index, mu=mu, status=STATUS_OK if res.ok else STATUS_FAILED,
-                reason=res.reason, wall_time=wall, u=u, qoi=q,
-                run_id=run_id, ranks=G, iterations=res.iterations))
-        solved += 1
     stop.restore()
     if problem is not None:
         problem.destroy()
@@ -415,7 +424,7 @@ def run_campaign(
 
     result = None
     if world.rank == 0:
-        shutil.rmtree(claims, ignore_errors=True)
+        shutil.rmtree(store / "claims" / run_id, ignore_errors=True)
         try:
             (store / "claims").rmdir()
         except OSError:

@@ -89,6 +89,24 @@ def atomic_path(target: Path, *, sync_dir: bool = True) -> Iterator[Path]:
 
 
 @contextmanager
+def h5_atomic(target: Path, *, sync_dir: bool = True) -> Iterator[h5py.File]:
+    """Yield an HDF5 file built in memory; on success write it to ``target`` atomically.
+
+    HDF5 reports a failed write (a full disk) late and noisily, from its buffers and
+    destructors; building the file in memory and writing its bytes with plain Python I/O
+    turns every such failure into one ``OSError`` (ENOSPC, EROFS, EACCES) at the write, and
+    ``target`` is untouched (:func:`atomic_path`).
+    """
+    import io
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        yield f
+    with atomic_path(target, sync_dir=sync_dir) as tmp, open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
+
+
+@contextmanager
 def store_lock(store: Path, *, wait: float = 30.0) -> Iterator[None]:
     """Hold the exclusive flock on STORE/.lock (the one campaigns hold) while writing.
 
@@ -252,31 +270,30 @@ def write_static(target: Path, s: StaticData, *, fingerprint: dict | None = None
     ``fingerprint`` (the case's, JSON) is kept as an attribute, so that a store whose
     manifest was lost still knows which case made it (:func:`static_fingerprint`).
     """
-    with atomic_path(target) as tmp:
-        with h5py.File(tmp, "w") as f:
-            if fingerprint is not None:
-                f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
-            m = f.create_group("mesh")
-            m.create_dataset("points", data=s.points)
-            m.create_dataset("cells", data=s.cells.astype(np.int64))
-            m.attrs["cell_type"] = s.cell_type
-            ip = f.create_group("inner_product")
-            _write_csr(ip, "mass", s.mass)
-            _write_csr(ip, "stiffness", s.stiffness)
-            f.create_dataset("dirichlet_dofs", data=s.dirichlet_dofs.astype(np.int64))
-            a = f.create_group("affine")
-            a.attrs["n_a"] = len(s.affine_a)
-            for q, A in enumerate(s.affine_a):
-                _write_csr(a, f"A_{q}", A)
-            a.create_dataset("f", data=np.asarray(s.affine_f, dtype=float))
-            f.create_dataset("qoi_functionals", data=s.qoi_functionals)
-            if s.observation_functionals is not None:
-                f.create_dataset("observation_functionals", data=s.observation_functionals)
-            if s.observation_affine is not None:
-                _write_csr(f, "observation_affine", s.observation_affine)
-                f["observation_affine"].attrs["n_a"] = len(s.affine_a)
-                f.create_dataset("observation_affine_f",
-                                 data=np.asarray(s.observation_affine_f, dtype=float))
+    with h5_atomic(target) as f:
+        if fingerprint is not None:
+            f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+        m = f.create_group("mesh")
+        m.create_dataset("points", data=s.points)
+        m.create_dataset("cells", data=s.cells.astype(np.int64))
+        m.attrs["cell_type"] = s.cell_type
+        ip = f.create_group("inner_product")
+        _write_csr(ip, "mass", s.mass)
+        _write_csr(ip, "stiffness", s.stiffness)
+        f.create_dataset("dirichlet_dofs", data=s.dirichlet_dofs.astype(np.int64))
+        a = f.create_group("affine")
+        a.attrs["n_a"] = len(s.affine_a)
+        for q, A in enumerate(s.affine_a):
+            _write_csr(a, f"A_{q}", A)
+        a.create_dataset("f", data=np.asarray(s.affine_f, dtype=float))
+        f.create_dataset("qoi_functionals", data=s.qoi_functionals)
+        if s.observation_functionals is not None:
+            f.create_dataset("observation_functionals", data=s.observation_functionals)
+        if s.observation_affine is not None:
+            _write_csr(f, "observation_affine", s.observation_affine)
+            f["observation_affine"].attrs["n_a"] = len(s.affine_a)
+            f.create_dataset("observation_affine_f",
+                             data=np.asarray(s.observation_affine_f, dtype=float))
 
 
 def static_fingerprint(path: Path) -> dict | None:
@@ -346,20 +363,19 @@ def sample_path(store: Path, index: int) -> Path:
 def write_sample(store: Path, s: Sample) -> Path:
     """Commit one sample atomically; return its path."""
     target = sample_path(store, s.index)
-    with atomic_path(target, sync_dir=False) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["index"] = s.index
-            f.attrs["status"] = s.status
-            f.attrs["reason"] = s.reason
-            f.attrs["wall_time"] = s.wall_time
-            f.attrs["run_id"] = s.run_id
-            f.attrs["ranks"] = s.ranks
-            f.attrs["iterations"] = s.iterations
-            f.create_dataset("mu", data=np.asarray(s.mu, dtype=float))
-            if s.u is not None:
-                f.create_dataset("u", data=np.asarray(s.u, dtype=float))
-            if s.qoi is not None:
-                f.create_dataset("qoi", data=np.asarray(s.qoi, dtype=float))
+    with h5_atomic(target, sync_dir=False) as f:
+        f.attrs["index"] = s.index
+        f.attrs["status"] = s.status
+        f.attrs["reason"] = s.reason
+        f.attrs["wall_time"] = s.wall_time
+        f.attrs["run_id"] = s.run_id
+        f.attrs["ranks"] = s.ranks
+        f.attrs["iterations"] = s.iterations
+        f.create_dataset("mu", data=np.asarray(s.mu, dtype=float))
+        if s.u is not None:
+            f.create_dataset("u", data=np.asarray(s.u, dtype=float))
+        if s.qoi is not None:
+            f.create_dataset("qoi", data=np.asarray(s.qoi, dtype=float))
     return target
 
 
