@@ -33,10 +33,17 @@ class Toy6(Toy):
         return [f"q{k}" for k in range(6)]
 
 
+class Toy7(Toy):
+    name = "toy7"
+
+    def qoi_names(self) -> list[str]:
+        return [f"q{k}" for k in range(7)]
+
+
 @pytest.fixture
 def toy(monkeypatch):
-    monkeypatch.setitem(REGISTRY, "toy", Toy)
-    monkeypatch.setitem(REGISTRY, "toy6", Toy6)
+    for cls in (Toy, Toy6, Toy7):
+        monkeypatch.setitem(REGISTRY, cls.name, cls)
 
 
 def toy_text(mesh: str = 'type = "unit_cube"\ncells = 2', model: str = "toy",
@@ -90,6 +97,9 @@ def test_flux_sides_follow_the_mesh_dimension(toy, tmp_path):
     sq = toy_text(mesh='type = "unit_square"\ncells = 2',
                   extra='[observations]\nfluxes = { deep = "z1" }\n')
     assert "side 'z1' needs a 3D mesh; this mesh is 2D" in err(sq, tmp_path / "s.toml")
+    # the unit square is 2D whatever gdim says (gdim describes mesh files)
+    sq3 = sq.replace("cells = 2", "cells = 2\ngdim = 3")
+    assert "side 'z1' needs a 3D mesh; this mesh is 2D" in err(sq3, tmp_path / "s.toml")
 
 
 def test_unknown_qoi_lists_at_most_six_names(toy, tmp_path):
@@ -98,6 +108,8 @@ def test_unknown_qoi_lists_at_most_six_names(toy, tmp_path):
                         "['q0', 'q1', 'q2', 'q3', 'q4', 'q5']…")
     msg = err(toy_text(model="toy6").replace('qoi = ["q0"]', 'qoi = ["zz"]'), tmp_path / "c.toml")
     assert msg.endswith("model 'toy6' offers ['q0', 'q1', 'q2', 'q3', 'q4', 'q5']")
+    msg = err(toy_text(model="toy7").replace('qoi = ["q0"]', 'qoi = ["zz"]'), tmp_path / "c.toml")
+    assert msg.endswith("model 'toy7' offers ['q0', 'q1', 'q2', 'q3', 'q4', 'q5']…")
 
 
 def test_sensors_points_then_grid_row_by_row(tmp_path):
