@@ -168,8 +168,22 @@ def test_affine_observation_errors(basis):
         reduce_affine_observations(static(observation_affine_f=b[:, :1]), basis)
     with pytest.raises(SurrogateError, match=r"expected \(0·2, 41\) and \(0, 2\)"):
         reduce_affine_observations(static(observation_functionals=None), basis)
-    with pytest.raises(SurrogateError, match="no affine decomposition: no reduced operators"):
+    with pytest.raises(SurrogateError, match="^the store has no affine decomposition: "
+                                             "no reduced operators$"):
         reduce_operators(static(affine_a=[]), basis, STIFF)
+
+
+def test_statics_without_affine_observation_fields_and_integer_inputs(basis):
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(affine_a=AFF, affine_f=F)      # written before fluxes existed
+    assert reduce_affine_observations(old, basis) == (None, None)
+    _, bf = reduce_affine_observations(static(observation_affine_f=np.array([[1, 2], [3, 4]])),
+                                       basis)
+    assert bf.dtype == np.float64
+    np.testing.assert_array_equal(bf, [[1.0, 2.0], [3.0, 4.0]])
+    est = build_estimator(static(), basis, [3, 1], [1, 1])
+    assert est.theta_ref.dtype == np.float64 and est.theta_ref.tolist() == [3.0, 1.0]
 
 
 def full_dual_norm(mu, tf, c, Phi, theta_ref):
