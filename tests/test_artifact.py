@@ -147,3 +147,22 @@ def test_missing_modified_or_unreadable_array_files_are_refused(art):
     (art / META).write_text(json.dumps(meta))
     with pytest.raises(SurrogateError, match=r"reduced\.safetensors: unreadable \("):
         read_artifact(art)
+
+
+def test_nested_new_directory_and_empty_groups_anywhere(tmp_path):
+    groups = {"network": {}, "basis": GROUPS["basis"], "extra": {}, "reduced": GROUPS["reduced"]}
+    path = write_artifact(tmp_path / "a" / "b" / "s", {"kind": "x"}, groups)
+    meta, read = read_artifact(path)
+    assert set(read) == {"basis", "reduced"}
+    assert set(meta["files"]) == {"basis.safetensors", "reduced.safetensors"}
+
+
+def test_metadata_listing_no_files_gives_no_groups(tmp_path):
+    from hybrid.surrogate.artifact import _meta_hash
+
+    (tmp_path / "s").mkdir()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "x"}
+    meta["meta_sha256"] = _meta_hash(meta)
+    (tmp_path / "s" / META).write_text(json.dumps(meta))
+    got, groups = read_artifact(tmp_path / "s")
+    assert groups == {} and got == meta
