@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from hybrid.errors import StoreError
 from hybrid.parameters import Parameter, ParameterSpace
 from hybrid.store import (
+    ENRICHMENT_BASE,
     FORMAT,
     FORMAT_VERSION,
     STATUS_FAILED,
@@ -26,6 +27,7 @@ from hybrid.store import (
     affine_observation_operator,
     atomic_path,
     clean_debris,
+    fsync_dir,
     init_store,
     read_sample,
     read_static,
@@ -35,7 +37,7 @@ from hybrid.store import (
     write_static,
 )
 
-N, QA, QF = 6, 2, 2
+N, QA, QF = 7, 2, 2                 # N ≠ n_obs·Q_a, so rows and columns differ
 SPACE = ParameterSpace((Parameter("a", 0.1, 1.0), Parameter("b", 1e-2, 1e2, log=True)))
 RNG = np.random.default_rng(0)
 L = RNG.standard_normal((3, N))                     # three observations
@@ -167,6 +169,9 @@ def test_observation_operator_linear_branch():
     u = RNG.standard_normal((4, N))
     np.testing.assert_allclose(s.observe(u), u @ L.T, rtol=1e-14)
     np.testing.assert_allclose(s.observe(u[0]), L @ u[0], rtol=1e-14)
+    rows, _ = static(flux=False, observation_functionals=np.eye(N, dtype=int)[:2]
+                     ).observation_operator(None, None)
+    assert rows.dtype == np.float64
     one = static(flux=False, observation_functionals=L[1])         # a single observation
     r1, o1 = one.observation_operator(None, None)
     assert r1.shape == (1, N) and o1.shape == (1,)
@@ -297,13 +302,15 @@ def test_snapshots_qois_summary_and_checksum(tmp_path):
     mu, Q = st.qois()
     np.testing.assert_array_equal(Q, [[7.0, -7.0], [11.0, -11.0]])
     assert [s.index for s in st.samples()] == [2, 7, 11]
-    assert st.samples()[0].u is None and st.samples(field=True)[1].u is not None
+    assert st.samples()[1].u is None and st.samples(field=True)[1].u is not None
+    np.testing.assert_allclose(mu, [[0.1, 1.0], [0.3, 1.0]])
     s = st.summary()
     assert (s["committed"], s["ok"], s["failed"]) == (3, 2, 1)
     assert s["failure_reasons"] == ["nan"] and s["solve_time_mean_s"] == 3.0
     assert (s["case"], s["physics"], s["parameters"], s["n_dofs"], s["qoi"]) == \
         ("c", "toy", ["a", "b"], N, ["m", "n"])
     assert s["versions"] == {"hybrid": "0"} and s["created"] == st.manifest["created"]
+    assert s["store"] == str(tmp_path / "s")
     c1 = st.checksum()
     assert c1 != c0 and c1 == SnapshotStore(tmp_path / "s").checksum()
     for p in st.sample_files():
@@ -341,3 +348,52 @@ def test_store_errors(tmp_path):
     mf.write_text(json.dumps({k: v for k, v in good.items() if k != "format_version"}))
     with pytest.raises(StoreError, match="store format version None is not supported"):
         SnapshotStore(tmp_path / "s")
+
+
+def test_fsync_dir(tmp_path):
+    assert fsync_dir(tmp_path) is None
+    with pytest.raises(FileNotFoundError):
+        fsync_dir(tmp_path / "nowhere")
+
+
+def test_index_arrays_are_stored_as_integers_and_values_read_back_as_floats(tmp_path):
+    s = static(affine_f=np.ones((QF, N), dtype=int), observation_affine_f=np.ones((3, QF), int),
+               cells=np.c_[np.arange(N - 1), np.arange(1, N)].astype(np.int32),
+               dirichlet_dofs=np.array([0, N - 1], dtype=np.int32))
+    write_static(tmp_path / "static.h5", s)
+    with h5py.File(tmp_path / "static.h5") as f:
+        for name in ("mesh/cells", "dirichlet_dofs", "inner_product/mass/indices",
+                     "inner_product/mass/indptr", "affine/A_1/indices"):
+            assert f[name].dtype == np.int64, name
+    r = read_static(tmp_path / "static.h5")
+    assert r.affine_f.dtype == np.float64 and r.observation_affine_f.dtype == np.float64
+    p = write_sample(tmp_path, Sample(index=1, mu=[1, 2], status=STATUS_OK, reason="",
+                                      wall_time=0.0, u=np.arange(N), qoi=[3]))
+    r = read_sample(p)
+    assert r.mu.dtype == r.u.dtype == r.qoi.dtype == np.float64
+
+
+def test_sparse_shapes_survive_empty_trailing_rows_and_columns(tmp_path):
+    B = sp.csr_matrix((np.ones(2), ([0, 1], [0, 1])), shape=(3 * QA, N))   # rows/cols 2+ empty
+    write_static(tmp_path / "static.h5", static(observation_affine=B))
+    r = read_static(tmp_path / "static.h5")
+    assert r.observation_affine.shape == (3 * QA, N)
+    assert abs(r.observation_affine - B).max() == 0
+
+
+def test_enrichment_samples_are_indexed_beyond_any_plan(tmp_path):
+    st = make_store(tmp_path / "s")
+    for idx in (3, ENRICHMENT_BASE + 12):
+        write_sample(tmp_path / "s", Sample(index=idx, mu=np.array([0.5, 1.0]),
+                                            status=STATUS_OK, reason="", wall_time=0.0))
+    assert st.committed_indices() == {3, ENRICHMENT_BASE + 12}
+    assert [s.index for s in st.samples()] == [3, ENRICHMENT_BASE + 12]
+
+
+def test_init_store_again_keeps_the_samples(tmp_path):
+    st = make_store(tmp_path / "s")
+    write_sample(tmp_path / "s", Sample(index=0, mu=np.array([0.5, 1.0]), status=STATUS_OK,
+                                        reason="", wall_time=0.0))
+    st2 = make_store(tmp_path / "s", extra={"note": "re-initialised"})
+    assert st2.manifest["note"] == "re-initialised" and st2.committed_indices() == {0}
+    assert st.committed_indices() == {0}
