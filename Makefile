@@ -3,6 +3,9 @@
 #               surrogate on its store, query it, make synthetic data and infer the parameters
 #               (FEM-confirmed MAP, then delayed-acceptance MCMC with chains on 2 ranks)
 #   make test   set up (if needed) and run all tests: serial pytest, then the MPI tests on 2 ranks
+#   make mutation [MODULES="parameters pod"]  mutation testing of the core modules with mutmut
+#               (the `dev` extra, installed into the venv if missing; slow, not part of `test`);
+#               summary in benchmarks/results/mutation.json
 # The virtual environment lives in $(HYBRID_CACHE)/venv-<hash of the pins> and is linked as .venv;
 # it is rebuilt only when the pins in pyproject.toml change.
 SHELL := /bin/bash
@@ -14,7 +17,7 @@ MPIRUN := $(VENV)/bin/mpirun
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup demo test test-serial test-mpi lint bench clean
+.PHONY: setup demo test test-serial test-mpi lint bench mutation clean
 .DEFAULT_GOAL := demo
 
 setup:
@@ -50,5 +53,10 @@ bench: setup
 	$(PY) benchmarks/surrogate.py --fast-variant --ablation --out benchmarks/results/surrogate.json
 	$(PY) benchmarks/inference.py --out benchmarks/results/inference.json
 
+MUTMUT := mutmut==3.8.1
+mutation: setup
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "$(MUTMUT)"
+	$(PY) benchmarks/mutation.py $(MODULES) --out benchmarks/results/mutation.json
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .mutation
