@@ -168,11 +168,12 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, i
             plan = plan_samples(case, n)
             old_mu = np.array(old["mu"], dtype=float).reshape(-1, case.parameters.dim)
             m = min(len(old_mu), n)
-            same = (old["method"], old["seed"]) == (s.method, s.seed)
+            same = (old.get("method"), old.get("seed")) == (s.method, s.seed)
             if not same or not np.allclose(old_mu[:m], plan[:m], rtol=1e-13, atol=0):
                 raise StoreError(
-                    f"{store}: store holds a different sampling plan (method={old['method']}, "
-                    f"seed={old['seed']}, {len(old_mu)} samples); use another --store"
+                    f"{store}: store holds a different sampling plan (method="
+                    f"{old.get('method')}, seed={old.get('seed')}, {len(old_mu)} samples); use "
+                    "another --store"
                 )
             planned = max(len(old_mu), n)
         else:

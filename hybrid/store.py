@@ -431,9 +431,9 @@ def read_plan(store: Path) -> dict | None:
     except (OSError, ValueError) as exc:
         raise StoreError(f"{p}: sampling plan is corrupted ({exc}); delete it to rebuild "
                          "it from the case") from None
-    if not isinstance(plan, dict) or not {"method", "seed"} <= set(plan):
-        raise StoreError(f"{p}: sampling plan lacks 'method' and 'seed'; delete it to "
-                         "rebuild it from the case")
+    if not isinstance(plan, dict) or not ({"method", "seed"} <= set(plan) or "mu" in plan):
+        raise StoreError(f"{p}: sampling plan lacks 'method' and 'seed' (or its points "
+                         "'mu'); delete it to rebuild it from the case")
     return plan
 
 
