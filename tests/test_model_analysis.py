@@ -325,3 +325,22 @@ def test_affine_terms_and_certificate_on_two_ranks():
     F, u, mu = _exp_residual(8)
     d = affine_decomposition(F, u, mu)
     assert d.affine and d.error <= 1e-12
+
+
+def test_analyse_picks_the_tier():
+    import ufl
+
+    from hybrid.fem.analysis import analyse
+
+    msh, _ = _space(6)
+    pb, ctx = _model("thermal_block", msh, {"blocks": 2})
+    a = analyse(pb, ctx.mu, ([0.1] * 4, [1.0] * 4))
+    assert a.linear and a.affine.affine and a.tier == "certified"
+    assert a.affine.source == "derived"
+    nd, ctx2 = _model("nonlinear_diffusion", msh)
+    b = analyse(nd, ctx2.mu, ([0.5, 0.0], [2.0, 1.0]))
+    assert not b.linear and b.affine.affine and b.certificate is None and b.tier == "residual"
+    v = nd.F.arguments()[0]
+    nd.affine = [(ctx2.mu[0], ufl.inner(ufl.grad(nd.u), ufl.grad(v)) * ufl.dx)]
+    c = analyse(nd, ctx2.mu)
+    assert c.affine.source == "user" and not c.affine.affine

@@ -531,3 +531,39 @@ def coercivity_certificate(decomp: AffineDecomposition, box, *, tol: float = 1e-
         if lam < -tol:
             reasons.append(f"a_{q} is not positive semi-definite (λ_min/‖A‖ = {lam:.1e})")
     return CoercivityCertificate(not reasons, reasons, lows, asym, eigs)
+
+
+# ---------------------------------------------------------------------------- one call
+
+
+@dataclass
+class Analysis:
+    """Everything derived from a Problem: linearity, affine terms, coercivity (if asked)."""
+
+    linear: bool
+    affine: AffineDecomposition
+    certificate: CoercivityCertificate | None = None
+
+    @property
+    def tier(self) -> str:
+        """'certified' (linear, affine, coercivity proved) or 'residual' (PLUGINS.md tiers)."""
+        if self.certificate is not None and self.certificate.ok:
+            return "certified"
+        return "residual"
+
+
+def analyse(problem, mu, box=None, *, tol: float = 1e-12) -> Analysis:
+    """Analyse a model's Problem: the user's affine terms if given, else derived ones.
+
+    The coercivity certificate is computed only when the model promises coercivity
+    (``Problem.coercive``), the problem is linear and affine, and a box is given. Collective.
+    """
+    if problem.affine is not None:
+        decomp = user_affine(problem.F, problem.u, mu, problem.affine, box, tol=tol)
+    else:
+        decomp = affine_decomposition(problem.F, problem.u, mu, box, tol=tol)
+    linear = decomp.linear if decomp.linear is not None else is_linear(problem.F, problem.u)
+    cert = None
+    if problem.coercive and decomp.affine and linear and box is not None:
+        cert = coercivity_certificate(decomp, box)
+    return Analysis(linear, decomp, cert)
