@@ -170,6 +170,23 @@ def test_a_moving_gaussian_source_is_not_affine():
     assert d.affine is False and "Sin" in d.reason
 
 
+def test_a_parameter_hidden_in_a_condition_is_caught_by_the_reassembly_check():
+    """UFL does not differentiate conditions: the expansion alone would call this affine."""
+    import ufl
+    from dolfinx import fem
+
+    from hybrid.fem.analysis import affine_decomposition
+
+    msh, V = _space()
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    mu = hm.Parameters(msh, ["x0"])
+    x = ufl.SpatialCoordinate(msh)
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+         - ufl.conditional(ufl.lt(x[0], mu[0]), 1.0, 0.0) * v * ufl.dx)
+    d = affine_decomposition(F, u, mu, ([0.2], [0.8]))
+    assert d.affine is False and "differs from F" in d.reason and d.error > 1e-3
+
+
 def test_derivatives_in_mu_match_central_finite_differences():
     from hybrid.fem.analysis import parameter_derivatives
 

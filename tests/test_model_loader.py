@@ -122,11 +122,29 @@ def test_an_entry_point(tmp_path, monkeypatch):
     dist = tmp_path / "epmodels-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: epmodels\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[hybrid.models]\nmy_ep_pde = epmodels:MyPDE\n")
+    (dist / "entry_points.txt").write_text("[hybrid.models]\nmy_ep_pde = epmodels:MyPDE\n"
+                                           "my_ep_mod = epmodels\nmy_ep_bad = epmodels:Nope\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     lm = hm.load_model("my_ep_pde")
     assert lm.cls.name == "my_pde" and lm.reference == "my_ep_pde"
     assert lm.sha256 == hashlib.sha256((tmp_path / "epmodels.py").read_bytes()).hexdigest()
+    assert hm.load_model("my_ep_mod").cls is lm.cls
+    with pytest.raises(ModelError, match="loading entry point 'my_ep_bad'"):
+        hm.load_model("my_ep_bad")
+
+
+def test_the_thermal_block_plugin_checks_a_case():
+    from hybrid.case import parse_case
+
+    from .conftest import small_case_text
+
+    lm = hm.load_model("thermal_block")
+    case = parse_case(small_case_text(cells=12, blocks=2), Path("t.toml"))
+    model = lm.instantiate({"blocks": 2})
+    assert lm.check(model, case) == []
+    assert lm.parameter_names(model, case.parameters.names) == case.parameters.names
+    problems = lm.check(lm.instantiate({"blocks": 5}), case)
+    assert [k for k, _ in problems] == ["mesh.cells"]
 
 
 BAD = {

@@ -264,9 +264,14 @@ def load_model(reference: str, case_dir: str | Path = ".") -> LoadedModel:
             except (Exception, SystemExit) as exc:
                 raise ModelError(f"{ep.value}: loading entry point {ref!r} of group "
                                  f"{ENTRY_POINT_GROUP} raised {_one_line(exc)}") from None
-            module = sys.modules[obj.__module__] if hasattr(obj, "__module__") else None
-            origin, sha = _module_origin(module) if module else (ep.value, "")
-            return LoadedModel(_pick(module, obj.__name__, origin), ref, sha, origin)
+            if inspect.ismodule(obj):  # "pkg.mod" without ":Class": its one Model subclass
+                module, cls_name = obj, None
+            else:
+                module, cls_name = sys.modules.get(getattr(obj, "__module__", "")), obj.__name__
+            if module is None:
+                raise ModelError(f"{ep.value}: entry point {ref!r} is not a class of a module")
+            origin, sha = _module_origin(module)
+            return LoadedModel(_pick(module, cls_name, origin), ref, sha, origin)
         raise ModelError(f"model {ref!r}: not a built-in model ({', '.join(sorted(BUILTIN))}) "
                          f"nor an entry point of group {ENTRY_POINT_GROUP}")
     left, sep, right = ref.rpartition(":")
