@@ -141,3 +141,15 @@ def test_canonical_form_is_stable_under_reordering():
     assert T.evaluate(T.canonical(a), mu) == pytest.approx(T.evaluate(a, mu), rel=1e-15)
     # non-commutative operands keep their order
     assert T.dumps({"div": [{"mu": 0}, {"mu": 1}]}) != T.dumps({"div": [{"mu": 1}, {"mu": 0}]})
+
+
+def test_theta_imports_neither_dolfinx_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, hybrid.core.theta; "
+            "print(sorted(m for m in ('dolfinx', 'ufl', 'petsc4py', 'mpi4py', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
