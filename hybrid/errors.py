@@ -30,3 +30,11 @@ class SolveFailed(HybridError):
     """A FEM solve did not converge (a result of the model, recorded rather than fatal)."""
 
     exit_code = 3
+
+
+class ModelError(HybridError):
+    """A physics model plug-in is unusable: the message names the model file and the problem."""
+
+
+class ThetaError(HybridError):
+    """A θ(μ) expression tree is malformed (unknown node, wrong arity, bad number)."""

@@ -1,0 +1,163 @@
+"""What a model author writes against: Model, Settings, Problem, Context, TimeGrid.
+
+A model is one class: its settings (the ``[physics]`` table of the case, less ``model``),
+its parameters and QoIs, and a ``build(ctx)`` that states the residual F(u; v) = 0 in UFL.
+hybrid owns everything else: solvers, time loops, orderings, the store, and what it derives
+from F (linearity, ∂F/∂μ, affine terms: :mod:`hybrid.fem.analysis`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class Settings(BaseModel):
+    """Base of a model's settings: a pydantic model that refuses unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """Time grid t0 < t0 + dt < … ≤ t_end of a transient problem (placeholder for now)."""
+
+    t0: float
+    t_end: float
+    dt: float
+
+
+@dataclass
+class Problem:
+    """The discrete problem a model's ``build`` returns.
+
+    Attributes:
+        u: the unknown, a ``fem.Function`` (also the Newton initial guess for a nonlinear F).
+        F: the residual form F(u; v) with the test function v and the unknown u
+            (for a transient problem, the residual of one time step).
+        bcs: Dirichlet conditions, independent of μ.
+        qoi: quantity of interest name → scalar form (a functional of u).
+        affine: optional explicit affine terms [(θ_q(μ) as a UFL expression of ctx.mu, F_q)],
+            checked against F before they are used.
+        coercive: the author's promise that the problem is coercive; checked where it can be.
+        inner_product: a bilinear form X(u, v) for POD and Riesz maps (default: H¹ or L²).
+        solver: default PETSc options (the case's [solver.petsc] overrides them).
+        u_prev, initial, time: transient problems (previous step, initial value, time grid);
+            placeholders, not yet used by the discretisation.
+    """
+
+    u: Any
+    F: Any
+    bcs: list = field(default_factory=list)
+    qoi: dict[str, Any] = field(default_factory=dict)
+    affine: list[tuple[Any, Any]] | None = None
+    coercive: bool = False
+    inner_product: Any = None
+    solver: dict = field(default_factory=dict)
+    u_prev: Any = None
+    initial: float | Callable | None = None
+    time: TimeGrid | None = None
+
+
+class Parameters(Mapping):
+    """The model parameters as scalar ``fem.Constant`` s, indexable by name and by position.
+
+    ``mu["mu_0"]`` and ``mu[0]`` are the same Constant; iteration yields the names.
+    :meth:`assign` sets the values for a solve.
+    """
+
+    def __init__(self, mesh, names: Sequence[str], values: Sequence[float] | None = None):
+        from dolfinx import fem
+
+        self.names = list(names)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"parameter names are not unique: {self.names}")
+        vals = np.ones(len(self.names)) if values is None else np.asarray(values, dtype=float)
+        self.constants = [fem.Constant(mesh, float(v)) for v in vals]
+        self._index = {n: k for k, n in enumerate(self.names)}
+
+    def __getitem__(self, key: int | str):
+        if isinstance(key, str):
+            if key not in self._index:
+                raise KeyError(f"no parameter {key!r}; the parameters are {self.names}")
+            return self.constants[self._index[key]]
+        if isinstance(key, bool) or not isinstance(key, int | np.integer):
+            raise KeyError(f"parameters are indexed by name or position, got {key!r}")
+        return self.constants[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, constant) -> int | None:
+        """Position of a Constant among the parameters (None if it is not one of them)."""
+        for k, c in enumerate(self.constants):
+            if c is constant:
+                return k
+        return None
+
+    def assign(self, mu: Sequence[float]) -> None:
+        """Set the parameter values (length P)."""
+        mu = np.asarray(mu, dtype=float).reshape(-1)
+        if mu.size != len(self.constants):
+            raise ValueError(f"expected {len(self.constants)} parameter values, got {mu.size}")
+        for c, v in zip(self.constants, mu, strict=True):
+            c.value = v
+
+    def values_array(self) -> np.ndarray:
+        """The current values as a float array (P,)."""
+        return np.array([float(c.value) for c in self.constants])
+
+
+@dataclass
+class Context:
+    """What ``build`` receives.
+
+    The mesh (already distributed), its communicator, the model's settings, the parameters
+    ``mu`` (scalar Constants), optional mesh tags, and for transient problems the time ``t``
+    and step ``dt`` (Constants; None for steady problems).
+    """
+
+    mesh: Any
+    comm: Any
+    settings: Settings
+    mu: Parameters
+    tags: dict = field(default_factory=dict)
+    t: Any = None
+    dt: Any = None
+
+
+class Model:
+    """Base class of a physics model plug-in.
+
+    Subclasses set the class attributes ``name`` (str) and ``Settings`` (a :class:`Settings`
+    subclass) and implement :meth:`parameters`, :meth:`qoi_names` and :meth:`build`.
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[Settings]] = Settings
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings if settings is not None else type(self).Settings()
+
+    def parameters(self) -> int | list[str]:
+        """The number of parameters, or their names (then the case must use these names)."""
+        raise NotImplementedError
+
+    def qoi_names(self) -> list[str]:
+        """Names of the quantities of interest ``build`` provides in ``Problem.qoi``."""
+        return []
+
+    def check(self, case) -> Iterable[tuple[str, str]]:
+        """Optional cross-checks of a case: (key, message) for each problem found."""
+        return ()
+
+    def build(self, ctx: Context) -> Problem:
+        """State the problem on ``ctx.mesh`` (collective on ``ctx.comm``)."""
+        raise NotImplementedError

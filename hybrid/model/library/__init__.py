@@ -1,0 +1,6 @@
+"""Built-in models: plug-ins like any user's, found by name (``[physics] model = "..."``)."""
+
+BUILTIN = {
+    "thermal_block": "hybrid.model.library.thermal_block:ThermalBlock",
+    "nonlinear_diffusion": "hybrid.model.library.nonlinear_diffusion:NonlinearDiffusion",
+}

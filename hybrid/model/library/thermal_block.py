@@ -1,0 +1,59 @@
+"""The thermal block as a plug-in: −∇·(μ_k ∇u) = s on block k of a B×B grid, u = 0 on ∂Ω.
+
+Block k = ix + B·iy of a cell is the block of its midpoint (a point on a block edge belongs
+to the right/upper block), as in :mod:`hybrid.fem.thermal_block`; the mesh must resolve the
+block edges. hybrid derives the affine terms θ_k = μ_k, a_k = ∫_{Ω_k} ∇u·∇v, f_0 = ∫ s v.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ufl
+from dolfinx import fem, mesh
+from pydantic import Field
+
+import hybrid.model as hm
+
+
+class ThermalBlock(hm.Model):
+    name = "thermal_block"
+
+    class Settings(hm.Settings):
+        """[physics] settings of the model."""
+
+        blocks: int = Field(3, ge=1, le=20)
+        source: float = 1.0
+        degree: int = Field(1, ge=1, le=3)
+
+    def parameters(self):
+        return self.settings.blocks**2
+
+    def qoi_names(self):
+        return ["mean"] + [f"block_mean_{k}" for k in range(self.settings.blocks**2)]
+
+    def check(self, case):
+        B = self.settings.blocks
+        if case.mesh.type != "unit_square":
+            yield "mesh.type", "the thermal block is posed on the unit square"
+        elif case.mesh.cells % B:
+            yield "mesh.cells", f"must be a multiple of physics.blocks={B}, got {case.mesh.cells}"
+        if any(p.lower <= 0 for p in case.parameters.parameters):
+            yield "parameters", "conductivities must have lower bound > 0"
+
+    def build(self, ctx):
+        B, msh = self.settings.blocks, ctx.mesh
+        tdim = msh.topology.dim
+        V = fem.functionspace(msh, ("Lagrange", self.settings.degree))
+        imap = msh.topology.index_map(tdim)
+        cells = np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32)
+        x = mesh.compute_midpoints(msh, tdim, cells)
+        ix, iy = (np.clip(np.floor(x[:, i] * B).astype(int), 0, B - 1) for i in (0, 1))
+        tags = mesh.meshtags(msh, tdim, cells, (ix + B * iy).astype(np.int32))
+        dx = ufl.Measure("dx", domain=msh, subdomain_data=tags)
+        u, v = fem.Function(V, name="u"), ufl.TestFunction(V)
+        s = fem.Constant(msh, self.settings.source)
+        F = sum(ctx.mu[k] * ufl.inner(ufl.grad(u), ufl.grad(v)) * dx(k) for k in range(B * B))
+        F = F - s * v * dx
+        qoi = {"mean": u * dx} | {f"block_mean_{k}": B * B * u * dx(k) for k in range(B * B)}
+        return hm.Problem(u=u, F=F, bcs=[hm.dirichlet_on_boundary(V, 0.0)], qoi=qoi,
+                          coercive=True)
