@@ -163,6 +163,10 @@ def _case_cli(w: Path):
     other_mesh = _variant(w, "mesh.toml", "cells = 8", "cells = 12")
     outside = _variant(w, "outside.toml", "grid = 2", "grid = 2\npoints = [[2.0, 2.0]]")
     outside.write_text(outside.read_text().replace(f'store = "{st}"', f'store = "{w}/new"'))
+    (w / "broken.msh").write_bytes((ROOT / "meshes" / "unit_square_3x3.msh").read_bytes()[:300])
+    gm = (ROOT / "cases" / "thermal_block_gmsh.toml").read_text()
+    gm = gm.replace('file = "../meshes/unit_square_3x3.msh"', 'file = "broken.msh"')
+    (w / "gmsh.toml").write_text(gm.replace('store = "', f'store = "{w}/new" # "', 1))
     csv = obs.read_text()
     (w / "other_case.csv").write_text(csv.replace("# case: tb_bad", "# case: elsewhere"))
     lines = csv.splitlines()
@@ -195,6 +199,8 @@ def _case_cli(w: Path):
         ("campaign infinite bound", ["campaign", inf], ["inf.toml", "finite"]),
         ("campaign sensor outside", ["campaign", outside, "--no-progress"],
          ["sensor", "outside the mesh"]),
+        ("campaign corrupt msh", ["campaign", w / "gmsh.toml", "--no-progress"],
+         ["broken.msh", "cannot read mesh"]),
         ("campaign missing case", ["campaign", w / "nope.toml"], ["nope.toml"]),
         ("solve out is a file", ["solve", case, "--mu", MU, "--out", w / "afile"],
          ["afile", "not a directory"]),

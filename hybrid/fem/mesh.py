@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dolfinx import mesh as dmesh
 from mpi4py import MPI
 
@@ -25,10 +27,37 @@ def build_mesh(section: MeshSection, comm: MPI.Intracomm, mesh_file=None) -> dme
         cell = _CELLS[section.cell_type or "tetrahedron"]
         n = section.cells
         return dmesh.create_unit_cube(comm, n, n, n, cell_type=cell)
+    return _read_msh(mesh_file, comm, section.gdim)
+
+
+def _read_msh(mesh_file: Path, comm: MPI.Intracomm, gdim: int):
+    """Read a gmsh file on rank 0 and distribute it (``dolfinx.io.gmsh.model_to_mesh``).
+
+    Unlike ``dolfinx.io.gmsh.read_from_msh`` this keeps gmsh quiet (its own ``Info``/``Error``
+    lines would precede hybrid's one-line error) and tells every rank about a file gmsh
+    cannot read before the collective distribution starts (no rank is left waiting).
+    """
+    import gmsh
     from dolfinx.io import gmsh as dgmsh
 
+    err = None
+    if comm.rank == 0:
+        gmsh.initialize()
+        gmsh.option.setNumber("General.Terminal", 0)
+        try:
+            gmsh.model.add("hybrid mesh")
+            gmsh.merge(str(mesh_file))
+        except Exception as exc:  # gmsh raises plain Exceptions for unreadable files
+            err = str(exc) or "unreadable"
+            gmsh.finalize()
+    err = comm.bcast(err, root=0)
+    if err is not None:
+        raise CaseError(f"{mesh_file}: cannot read mesh ({err})")
     try:
-        data = dgmsh.read_from_msh(str(mesh_file), comm, rank=0, gdim=section.gdim)
-    except Exception as exc:  # gmsh raises plain Exceptions for unreadable files
+        data = dgmsh.model_to_mesh(gmsh.model, comm, 0, gdim=gdim)
+    except Exception as exc:
         raise CaseError(f"{mesh_file}: cannot read mesh ({exc})") from None
+    finally:
+        if comm.rank == 0:
+            gmsh.finalize()
     return data.mesh
