@@ -452,9 +452,13 @@ def _check_manifest(mf: Path, m: dict) -> None:
     if m["n_dofs"] < 1:
         raise StoreError(f"{mf}: manifest 'n_dofs' must be >= 1, got {m['n_dofs']}")
     try:
-        ParameterSpace.from_dict(m["parameters"])
+        space = ParameterSpace.from_dict(m["parameters"])
     except (HybridError, KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"{mf}: manifest 'parameters' is malformed ({exc})") from None
+    for p in space.parameters:
+        if not (np.isfinite(p.lower) and np.isfinite(p.upper) and p.lower < p.upper):
+            raise StoreError(f"{mf}: manifest 'parameters' is malformed ({p.name}: bounds "
+                             f"[{p.lower:g}, {p.upper:g}])")
 
 
 class SnapshotStore:
