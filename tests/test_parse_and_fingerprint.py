@@ -1,0 +1,69 @@
+"""Parameter vectors from text and the API, and the case fingerprint stores are keyed on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybrid.case import parse_case
+from hybrid.errors import ParameterError
+from hybrid.parameters import Parameter, ParameterSpace, parse_mu
+
+from .conftest import small_case_text
+
+SPACE = ParameterSpace((Parameter("a", 0.0, 1.0), Parameter("b", 0.0, 1.0),
+                        Parameter("c", 0.0, 1.0)))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("0.1,,0.3", "--mu: empty value at position 2 of '0.1,,0.3'"),
+    (",0.2,0.3", "--mu: empty value at position 1 of ',0.2,0.3'"),
+    ("0.1,0.2,", "--mu: empty value at position 3 of '0.1,0.2,'"),
+    ("0.1, ,0.3", "--mu: empty value at position 2 of '0.1, ,0.3'"),
+    ("a=0.1,b=0.2,a=0.3", "--mu: parameter 'a' is given more than once"),
+    ("a=0.1, b =0.2,b=0.3", "--mu: parameter 'b' is given more than once"),
+    ("c=0.1,b=0.2,c=0.1,b=0.2", "--mu: parameter 'b' is given more than once"),
+])
+def test_parse_mu_refuses_empty_and_repeated_values_exactly(text, message):
+    with pytest.raises(ParameterError) as e:
+        parse_mu(text, SPACE)
+    assert str(e.value) == message
+
+
+def test_parse_mu_reads_names_with_values_containing_equals_signs_as_errors():
+    assert np.array_equal(parse_mu("c=0.3,a=0.1,b=0.2", SPACE), [0.1, 0.2, 0.3])
+    assert np.array_equal(parse_mu(" a = 0.1 , b=0.2,c=0.3 ", SPACE), [0.1, 0.2, 0.3])
+    with pytest.raises(ParameterError, match="cannot read"):
+        parse_mu("a=0.1=2,b=0.2,c=0.3", SPACE)
+    with pytest.raises(ParameterError, match="expected 3 values"):
+        parse_mu("", SPACE)
+    with pytest.raises(ParameterError, match="expected 3 values"):
+        parse_mu("   ", SPACE)
+
+
+def test_check_refuses_complex_and_non_numbers_with_its_own_error():
+    for bad in (np.array([0.1 + 0.5j, 0.2, 0.3]), np.array([0.1 + 0j, 0.2, 0.3]), [1j, 0, 0]):
+        with pytest.raises(ParameterError) as e:
+            SPACE.check(bad, where="x0")
+        assert str(e.value) == "x0: parameters must be real numbers, got complex values"
+    with pytest.raises(ParameterError) as e:
+        SPACE.check(np.array(["0.1", "x", "0.3"]), where="x0")
+    assert str(e.value) == "x0: parameters must be real numbers, got <U3 values"
+    assert np.array_equal(SPACE.check(np.array([0, 1, 0])), [0.0, 1.0, 0.0])  # ints are real
+
+
+def test_case_fingerprint_is_the_store_contract(tmp_path):
+    """Stores on disk hold exactly these keys: renaming one orphans every existing store."""
+    text = small_case_text(blocks=2, cells=12) + "\n[observations]\npoints = [[0.25, 0.5]]\n"
+    c = parse_case(text, tmp_path / "c.toml")
+    fp = c.fingerprint()
+    assert list(fp) == ["mesh", "physics", "parameters", "qoi", "observations"]
+    assert fp["mesh"] == c.mesh.model_dump() and fp["mesh"]["cells"] == 12
+    assert fp["physics"] == {"model": "thermal_block", "blocks": 2, "degree": 1,
+                             "source": 1.0}
+    assert fp["parameters"] == c.parameters.to_dict()
+    assert fp["qoi"] == ["mean", "block_mean_0"]
+    assert fp["observations"]["points"] == [[0.25, 0.5]]
+    other = parse_case(text.replace("cells = 12", "cells = 24"), tmp_path / "d.toml")
+    assert other.fingerprint()["mesh"] != fp["mesh"]
+    assert {k for k in fp if fp[k] != other.fingerprint()[k]} == {"mesh"}
