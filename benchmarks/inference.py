@@ -110,17 +110,20 @@ def run_mcmc(case, sur, data, fem, chains, n, burn, seed, tol, ref_chains, ref_n
     static = SnapshotStore(case.store).static
     cheap = Posterior(surrogate_model(sur), data, space)
     out = {}
-    runs = {"coupled_da": (tol, chains, n, burn), "reference": (1e-4, ref_chains, ref_n, burn)}
+    runs = {"coupled_da": (tol, chains, n, burn, "mala"),
+            "coupled_da_rw": (tol, chains, n, burn, "rw"),
+            "reference": (1e-4, ref_chains, ref_n, burn, "mala")}
     res = {}
-    for key, (t, c, nn, bb) in runs.items():
+    for key, (t, c, nn, bb, kernel) in runs.items():
         cp = Coupler(sur, fem, sigma=data, tol=t, store=None, static=static)
         n0, t0 = fem.n_solves, time.perf_counter()
         r = _da(cheap, cheap.with_model(cp.forward_model()), chains=c, n=nn, burn=bb,
-                seed=seed + len(res))
+                seed=seed + len(res), kernel=kernel)
         wall = time.perf_counter() - t0
         d = r.to_dict()
         res[key] = r
-        out[key] = {"fem_solves": fem.n_solves - n0, "wall_s": wall, "chains": c,
+        out[key] = {"kernel": kernel, "fem_solves": fem.n_solves - n0, "wall_s": wall,
+                    "chains": c,
                     "draws_per_chain": nn, "burn_in": bb, "tol": t,
                     "max_rhat": d["max_rhat"], "min_ess": d["min_ess"],
                     "min_ess_bulk": min(v["ess_bulk"] for v in d["parameters"].values()),
@@ -231,9 +234,12 @@ def main() -> None:
         r["mcmc"] = run_mcmc(case, sur, data, fem, args.chains, args.draws, args.burn_in, 11,
                              args.tol, args.ref_chains, args.ref_draws)
         print(f"{B}x{B} MCMC goals: {r['mcmc']['goals']}", flush=True)
-        r["calibration"] = run_calibration(case, sur, fem, args.experiments, args.chains,
-                                           args.calib_draws, args.burn_in, args.tol, 100 + B)
-        print(f"{B}x{B} calibration: coverage {r['calibration']['coverage_90']:.3f}", flush=True)
+        if args.experiments > 0:
+            r["calibration"] = run_calibration(case, sur, fem, args.experiments, args.chains,
+                                               args.calib_draws, args.burn_in, args.tol,
+                                               100 + B)
+            print(f"{B}x{B} calibration: coverage {r['calibration']['coverage_90']:.3f}",
+                  flush=True)
         fem.close()
         results["cases"][f"{B}x{B}"] = r
         args.out.parent.mkdir(parents=True, exist_ok=True)
