@@ -259,10 +259,10 @@ def _initial_z(post: Posterior, x0, start_cov, start_scale, chains: list[int],
 
 
 class _Density:
-    """A posterior's log π_z (and, for MALA, its gradient) on a batch, with a call count."""
+    """A posterior's log π_z (and, for MALA, its gradient) on a batch of points."""
 
     def __init__(self, post: Posterior, grad: bool):
-        self.post, self.grad, self.calls = post, grad, 0
+        self.post, self.grad = post, grad
 
     def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.grad:
