@@ -297,12 +297,6 @@ class ThermalBlockProblem:
         result is on every rank.
         """
         P = self.B**2
-        if not hasattr(self, "_sens_forms"):
-            v = ufl.TestFunction(self.V)
-            dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
-            self._sens_forms = [fem.form(-ufl.inner(ufl.grad(self.u), ufl.grad(v)) * dxb(k))
-                                for k in range(P)]
-            self._du = fem.Function(self.V)
         mu = np.asarray(mu, dtype=float)
         root = self.comm.rank == self.ordering.root
         rows, offset = self.observation_operator(mu) if root else (None, None)
@@ -310,17 +304,8 @@ class ThermalBlockProblem:
             self.observation_operator(mu)  # collective
         u = self.ordering.gather_function(self.u)
         J = np.zeros((rows.shape[0], P)) if root else None
-        b = self.solver.b
         for k in range(P):
-            with b.localForm() as bl:
-                bl.set(0.0)
-            fem_petsc.assemble_vector(b, self._sens_forms[k])
-            b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
-                          mode=fem_petsc.PETSc.ScatterMode.REVERSE)
-            fem_petsc.set_bc(b, self.bcs)   # homogeneous: ∂u/∂μ_k = 0 on the boundary
-            self.solver.ksp.solve(b, self._du.x.petsc_vec)
-            self._du.x.scatter_forward()
-            du = self.ordering.gather_function(self._du)
+            du = self.ordering.gather_function(self._tangent(k))
             if J is not None:
                 J[:, k] = rows @ du
         if self.case.observations.fluxes:  # μ-dependent rows: add (∂L/∂μ_k) u + ∂b/∂μ_k
@@ -336,8 +321,8 @@ class ThermalBlockProblem:
     def _tangent(self, k: int) -> fem.Function:
         """∂u/∂μ_k at the current solution: A(μ) ∂u/∂μ_k = −A_k u on the last solve's factors.
 
-        The same right-hand sides and solve as :meth:`observation_jacobian`; the returned
-        function is overwritten by the next call. Collective.
+        Used by :meth:`observation_jacobian` and :meth:`qoi_jacobian`; the returned function is
+        overwritten by the next call. Collective.
         """
         if not hasattr(self, "_sens_forms"):
             v = ufl.TestFunction(self.V)
