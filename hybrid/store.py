@@ -437,6 +437,15 @@ def read_plan(store: Path) -> dict | None:
     return plan
 
 
+def _planned(plan: dict | None) -> int | None:
+    """Number of planned samples (None when the plan, or its size, is unknown)."""
+    if plan is None:
+        return None
+    if "mu" in plan:
+        return len(plan["mu"])
+    return int(plan["n"]) if "n" in plan else None
+
+
 _MANIFEST_KEYS = {"parameters": list, "qoi": list, "n_dofs": int, "physics": dict,
                   "case_text": str}
 
@@ -607,8 +616,7 @@ class SnapshotStore:
             "parameters": self.space.names,
             "n_dofs": self.n_dofs,
             "qoi": self.qoi_names,
-            "planned": (len(plan["mu"]) if "mu" in plan else int(plan.get("n", 0))) if plan
-            else None,
+            "planned": _planned(plan),
             "committed": len(samples),
             "ok": len(ok),
             "failed": len(failed),

@@ -23,11 +23,19 @@ SPACE = ParameterSpace((Parameter("a", 0.0, 1.0), Parameter("b", 0.0, 1.0),
     ("a=0.1,b=0.2,a=0.3", "--mu: parameter 'a' is given more than once"),
     ("a=0.1, b =0.2,b=0.3", "--mu: parameter 'b' is given more than once"),
     ("c=0.1,b=0.2,c=0.1,b=0.2", "--mu: parameter 'b' is given more than once"),
+    ("a=1=2,a=0.3,b=0,c=0", "--mu: parameter 'a' is given more than once"),
 ])
 def test_parse_mu_refuses_empty_and_repeated_values_exactly(text, message):
     with pytest.raises(ParameterError) as e:
         parse_mu(text, SPACE)
     assert str(e.value) == message
+
+
+def test_parse_mu_two_fields_with_the_first_empty():
+    two = ParameterSpace((Parameter("a", 0.0, 1.0), Parameter("b", 0.0, 1.0)))
+    with pytest.raises(ParameterError) as e:
+        parse_mu(",0.2", two)
+    assert str(e.value) == "--mu: empty value at position 1 of ',0.2'"
 
 
 def test_parse_mu_reads_names_with_values_containing_equals_signs_as_errors():

@@ -102,14 +102,31 @@ def test_a_damaged_manifest_is_refused_naming_the_problem(tmp_path, manifest, ne
     assert needle in str(e.value) and str(mf) in str(e.value)
 
 
+def test_manifest_edges_accepted_and_refused(tmp_path):
+    st = _store(tmp_path, n=0)
+    mf = st / "store.json"
+    m = json.loads(mf.read_text())
+    mf.write_text(json.dumps({**m, "n_dofs": 1}))
+    assert SnapshotStore(st).n_dofs == 1                      # one DOF is a store
+    equal = [{"name": "a", "lower": 0.5, "upper": 0.5, "log": False}]
+    mf.write_text(json.dumps({**m, "parameters": equal}))
+    with pytest.raises(StoreError) as e:
+        SnapshotStore(st)
+    assert str(e.value) == (f"{mf}: manifest 'parameters' is malformed (a: bounds "
+                            "[0.5, 0.5])")
+
+
 def test_stray_files_in_samples_are_refused_but_temporaries_are_not_samples(tmp_path):
     st = _store(tmp_path, n=2)
     (st / "samples" / ".tmp-abc.h5").write_bytes(b"")      # debris: not a sample, not s*
     assert len(sample_files(st)) == 2
     for bad in ("s_backup.h5", "s123.h5", "s00000001a.h5"):
         (st / "samples" / bad).write_bytes(b"x")
-        with pytest.raises(StoreError, match=f"{bad}: not a sample file name"):
+        with pytest.raises(StoreError) as e:
             SnapshotStore(st).committed_indices()
+        assert str(e.value) == (f"{st / 'samples' / bad}: not a sample file name "
+                                "(s<index>.h5) in the store's samples/; move it out of the "
+                                "store")
         (st / "samples" / bad).unlink()
     (st / "samples" / "s12345678.h5").write_bytes(b"x")    # 8 digits: a valid name
     assert 12345678 in SnapshotStore(st).committed_indices()
@@ -117,7 +134,8 @@ def test_stray_files_in_samples_are_refused_but_temporaries_are_not_samples(tmp_
 
 
 @pytest.mark.parametrize("what,edit,needle", [
-    ("mu", lambda f: _replace(f, "mu", np.array([0.5])), "1 parameters, the store 2"),
+    ("mu", lambda f: _replace(f, "mu", np.array([0.5, 2.0, 1.0])),
+     "sample has 3 parameters, the store 2"),
     ("u", lambda f: _replace(f, "u", np.zeros(N - 1)), f"{N - 1} values, the store has {N}"),
     ("qoi", lambda f: _replace(f, "qoi", np.zeros(3)), "3 QoIs, the store 2"),
     ("u nan", lambda f: _set(f, "u", 2, np.nan), "non-finite values in its field u"),
@@ -165,11 +183,25 @@ def test_plans_generator_and_legacy_and_damaged(tmp_path):
     write_json(st / "plan.json", {"mu": pts[:4].tolist()})          # points only (legacy)
     assert np.array_equal(SnapshotStore(st).plan_points(), pts[:4])
     assert SnapshotStore(st).summary()["planned"] == 4
-    for text, needle in (('{"method": "sob', "corrupted"), ("[1, 2]", "lacks 'method'"),
-                         ('{"method": "sobol"}', "lacks 'method' and 'seed'")):
-        (st / "plan.json").write_text(text)
-        with pytest.raises(StoreError, match=needle):
+    write_json(st / "plan.json", {"mu": [[1, 2], [1, 3]]})          # integers in JSON
+    got = SnapshotStore(st).plan_points()
+    assert got.dtype == np.float64 and got.shape == (2, 2)
+    write_json(st / "plan.json", {"method": "sobol", "seed": 3})     # size not recorded
+    assert read_plan(st) == {"method": "sobol", "seed": 3}
+    assert SnapshotStore(st).summary()["planned"] is None
+    pf = st / "plan.json"
+    for text, tail in (('{"method": "sob', "sampling plan is corrupted ("),
+                       ("[1, 2]", "sampling plan lacks 'method' and 'seed' (or its points "
+                                  "'mu'); delete it to rebuild it from the case"),
+                       ('{"method": "sobol"}', "sampling plan lacks 'method'")):
+        pf.write_text(text)
+        with pytest.raises(StoreError) as e:
             read_plan(st)
+        assert str(e.value).startswith(f"{pf}: {tail}"), str(e.value)
+    pf.write_text('{"method": "sob')
+    with pytest.raises(StoreError) as e:
+        read_plan(st)
+    assert str(e.value).endswith("; delete it to rebuild it from the case")
 
 
 def test_static_fingerprint_absent_or_unreadable_is_none(tmp_path):
