@@ -163,6 +163,16 @@ def test_unknown_names_and_broken_model_files(tmp_path):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "bad.py" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "store").exists()
+    # a model whose build fails: found while the campaign sets up, before any sample
+    (tmp_path / "models" / "late.py").write_text(textwrap.dedent(REACTION).replace(
+        "        V = fem.functionspace", "        1 / 0\n        V = fem.functionspace"))
+    p.write_text(_case("models/late.py:Reaction", store=str(tmp_path / "store"),
+                       params="a = { lower = 0.5, upper = 2.0 }\nb = { lower = 0.1, upper = 4.0 }"))
+    r = run_cli(["campaign", p, "--no-progress"], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"hybrid: error: {tmp_path / 'models' / 'late.py'}: "
+                                "Reaction.build raised ZeroDivisionError: division by zero")
+    assert not (tmp_path / "store").exists()
 
 
 # ---------------------------------------------------------------------------- FEM problem
@@ -217,6 +227,59 @@ def test_nonlinear_problem_newton_outputs_and_tangent_linear_jacobians(tmp_path)
     assert np.all(np.abs(J_obs).max(axis=0) > 1e-4)          # both parameters matter
     assert np.allclose(np.vstack([J_obs, J_q]), fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
     assert not np.allclose(J_obs[:, 1], 0.0)
+    p.destroy()
+
+
+LIFTED = """
+import ufl
+from dolfinx import fem
+
+import hybrid.model as hm
+
+
+class Lifted(hm.Model):
+    \"\"\"−∇·((μ0 + μ1 u²) ∇u) = 0 with u = 1 + x on ∂Ω: the tangent is zero there, u is not.\"\"\"
+
+    name = "lifted"
+
+    def parameters(self):
+        return 2
+
+    def qoi_names(self):
+        return ["mean"]
+
+    def build(self, ctx):
+        V = fem.functionspace(ctx.mesh, ("Lagrange", 1))
+        u, v = fem.Function(V), ufl.TestFunction(V)
+        x = ufl.SpatialCoordinate(ctx.mesh)
+        F = ufl.inner((ctx.mu[0] + ctx.mu[1] * u**2) * ufl.grad(u), ufl.grad(v)) * ufl.dx \\
+            - ctx.mu[0] * x[1] * v * ufl.dx
+        bc = hm.dirichlet_on_boundary(V, lambda p: 1.0 + p[0])
+        return hm.Problem(u=u, F=F, bcs=[bc], qoi={"mean": u * ufl.dx})
+"""
+
+
+def test_tangent_linear_with_a_nonzero_dirichlet_value(tmp_path):
+    """δu_q = 0 on the boundary although u = 1 + x there: central FD of Newton solves."""
+    from mpi4py import MPI
+
+    from hybrid.fem.problems import create_problem
+
+    (tmp_path / "lifted.py").write_text(LIFTED)
+    path = tmp_path / "c.toml"
+    path.write_text(_case("lifted.py", observations="points = [[0.3, 0.6], [0.8, 0.2]]"))
+    p = create_problem(load_case(path), MPI.COMM_SELF)
+    mu = np.array([0.9, 1.5])
+    assert p.solve(mu).ok
+    J = np.vstack([p.observation_jacobian(mu), p.qoi_jacobian(mu)])
+
+    def outputs(m):
+        assert p.solve(m).ok
+        return np.concatenate([p.observe(), p.qoi()])
+
+    fd = _fd(outputs, mu, 1e-5)
+    assert np.abs(fd).min() > 1e-4
+    assert np.allclose(J, fd, rtol=1e-6), (J, fd)
     p.destroy()
 
 
@@ -425,3 +488,28 @@ def test_nonlinear_case_campaign_serial_and_two_ranks_train_and_fem_confirmed_ma
     est = np.array([s["estimate"]["mu0"], s["estimate"]["mu1"]])
     assert np.allclose(est, [1.2, 2.5], rtol=0.05), est
     assert s["misfit"]["chi2_fem"] < 20 and s["fem"]["solves"] >= 1
+
+
+def test_a_certified_plugin_trains_physics_informed_with_torch_theta(tmp_path):
+    """θ trees in torch: the physics-informed term runs and the bound's gradient = FD."""
+    import torch
+    from mpi4py import MPI
+
+    from hybrid.campaign import run_campaign
+    from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.surrogate.training import TrainingConfig
+
+    case = load_case(_reaction_case(tmp_path, samples=12))
+    assert run_campaign(case, comm=MPI.COMM_SELF, progress=False, paraview=False).ok == 12
+    cfg = TrainingConfig(width=16, depth=2, adam_epochs=100, lbfgs_iterations=100,
+                         collocation=64)
+    s, _ = build_surrogate(tmp_path / "store", BuildOptions(kind="pod-nn", modes=4,
+                                                            training=cfg))
+    assert s.meta["training"]["physics_informed"] and s.meta["pod"]["inner_product"] == "energy"
+    mu = np.array([1.1, 2.0])
+    m = torch.tensor(mu, dtype=torch.float64, requires_grad=True)
+    e = s.error_estimate(m, relative=False)
+    e.backward()
+    assert float(e.detach()) == pytest.approx(s.error_estimate(mu, relative=False), rel=1e-10)
+    fd = _fd(lambda x: np.array([s.error_estimate(x, relative=False)]), mu, 1e-6)[0]
+    assert np.allclose(m.grad.numpy(), fd, rtol=1e-4), (m.grad, fd)
