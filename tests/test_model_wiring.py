@@ -460,11 +460,13 @@ def test_nonlinear_case_campaign_serial_and_two_ranks_train_and_fem_confirmed_ma
     path.write_text(text)
     args = ["campaign", path, "--samples", "10", "--no-progress"]
     r1 = run_cli([*args, "--store", tmp_path / "s1"], cwd=tmp_path)
-    r2 = run_cli([*args, "--store", tmp_path / "s2"], ranks=2, cwd=tmp_path)
+    r2 = run_cli([*args, "--store", tmp_path / "s2", "--ranks-per-sample", "2"], ranks=2,
+                 cwd=tmp_path)
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
     s1, s2 = SnapshotStore(tmp_path / "s1"), SnapshotStore(tmp_path / "s2")
     (m1, U1), (m2, U2) = s1.snapshots(), s2.snapshots()
     assert U1.shape == (10, 81) and np.array_equal(m1, m2)
+    assert {s.ranks for s in s2.samples()} == {2}      # each sample solved on 2 ranks
     assert np.abs(U1 - U2).max() <= 1e-10 * np.abs(U1).max()   # partition-independent
     assert {s.reason for s in s1.samples()} <= {"CONVERGED_FNORM_ABS", "CONVERGED_FNORM_RELATIVE",
                                                 "CONVERGED_SNORM_RELATIVE"}
