@@ -152,6 +152,12 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, i
             old = existing.manifest.get("fingerprint") or {}
             new = _fingerprint(case)
             diff = [k for k in new if old.get(k) != new[k]] or ["format"]
+            if diff == ["model"] and isinstance(old.get("model"), dict):
+                raise StoreError(
+                    f"{store}: the model {new['model']['reference']!r} changed since the store "
+                    f"was made (sha256 {str(old['model'].get('sha256'))[:12]}… now "
+                    f"{new['model']['sha256'][:12]}…); restore the model file or use another "
+                    "--store")
             raise StoreError(
                 f"{store}: store was made from a different case ({', '.join(diff)} differ); "
                 "use another --store or the original case file"
@@ -285,8 +291,10 @@ def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
                 versions=fem_versions(),
                 extra={"fingerprint": _fingerprint(case),
                        "observations": case.observations.names(),
-                       "element": {"family": "Lagrange",
-                                   "degree": case.physics.settings.degree}},
+                       "element": getattr(problem, "element", None) or {
+                           "family": "Lagrange", "degree": case.physics.settings.degree},
+                       **({"model": problem.model_record()}
+                          if hasattr(problem, "model_record") else {})},
             )
     return problem
 

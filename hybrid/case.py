@@ -4,7 +4,9 @@ A case file is data (see docs/case-format.md)::
 
     [case]        name, description                            (optional)
     [mesh]        type = "unit_square" (cells, cell_type) or "file" (file)
-    [physics]     model = "thermal_block" and the model's settings
+    [physics]     model = "thermal_block" (hand-written) or a plug-in (a built-in name,
+                  "models/my_pde.py:Class" next to the case, "pkg.mod:Class", an entry
+                  point; see docs/models.md) and the model's settings
     [parameters.NAME]  lower, upper, log                       (one table per parameter, in order)
     [sampling]    method = "sobol" | "lhs" | "random", samples, seed
     [solver]      petsc = { ksp_type = ..., ... }              (PETSc options)
@@ -214,16 +216,20 @@ class Case:
         """The parts of the case that make two stores' snapshots comparable.
 
         Mesh, physics settings, parameter space, QoIs and observations (names, kinds and
-        positions): a store, a surrogate trained on it and a data file belong to a case only
-        when this agrees.
+        positions), and for a plug-in model its reference and sha256: a store, a surrogate
+        trained on it and a data file belong to a case only when this agrees.
         """
-        return {
+        fp = {
             "mesh": self.mesh.model_dump(),
             "physics": self.physics.settings.model_dump(),
             "parameters": self.parameters.to_dict(),
             "qoi": self.qoi,
             "observations": self.observations.fingerprint(),
         }
+        info = getattr(self.physics, "model_info", None)
+        if info is not None:   # plug-ins: the model file's sha256 (absent for the thermal block)
+            fp["model"] = info
+        return fp
 
     @property
     def mesh_file(self) -> Path | None:
@@ -268,28 +274,28 @@ def parse_case(text: str, path: Path) -> Case:
     model = cf.physics.get("model")
     if model is None:
         raise CaseError(f"{path}: physics.model: missing required key")
-    if model not in REGISTRY:
-        raise CaseError(
-            f"{path}: physics.model: unknown physics model {model!r}; expected one of "
-            f"{sorted(REGISTRY)}"
-        )
-    spec_cls = REGISTRY[model]
-    try:
-        settings: PhysicsSettings = spec_cls.Settings.model_validate(cf.physics)
-    except ValidationError as exc:
-        raise _first_error(path, exc, ("physics",)) from None
-    spec = spec_cls(settings)
-
+    if not isinstance(model, str):
+        raise CaseError(f"{path}: physics.model: expected a model name or reference "
+                        f"(got {model!r})")
     if not cf.parameters:
         raise CaseError(f"{path}: parameters: at least one [parameters.NAME] table is needed")
     space = ParameterSpace(
         tuple(Parameter(n, p.lower, p.upper, p.log) for n, p in cf.parameters.items())
     )
-    if space.dim != spec.n_parameters():
-        raise CaseError(
-            f"{path}: parameters: physics model {model!r} with these settings takes "
-            f"{spec.n_parameters()} parameters, the case declares {space.dim}"
-        )
+    if model in REGISTRY:
+        spec_cls = REGISTRY[model]
+        try:
+            settings: PhysicsSettings = spec_cls.Settings.model_validate(cf.physics)
+        except ValidationError as exc:
+            raise _first_error(path, exc, ("physics",)) from None
+        spec = spec_cls(settings)
+        if space.dim != spec.n_parameters():
+            raise CaseError(
+                f"{path}: parameters: physics model {model!r} with these settings takes "
+                f"{spec.n_parameters()} parameters, the case declares {space.dim}"
+            )
+    else:
+        spec = _plugin(path, model, cf.physics, space)
     unknown_qoi = [q for q in cf.outputs.qoi if q not in spec.qoi_names()]
     if unknown_qoi:
         raise CaseError(
@@ -324,6 +330,43 @@ def parse_case(text: str, path: Path) -> Case:
     if mf is not None and not mf.is_file():
         raise CaseError(f"{path}: mesh.file: mesh file {mf} does not exist")
     return case
+
+
+def _plugin(path: Path, model: str, table: dict, space: ParameterSpace):
+    """The plug-in spec of ``model`` with the other ``[physics]`` keys as its settings.
+
+    Settings and parameter problems are case errors (naming the case file); a model that
+    cannot be loaded is a :class:`~hybrid.errors.ModelError` naming the model file.
+    """
+    import re
+
+    from hybrid.errors import ModelError
+    from hybrid.physics.plugin import PluginSpec
+
+    try:
+        from hybrid.model import load_model
+
+        loaded = load_model(model, path.parent)
+    except ModelError as exc:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model) and "not a built-in model" in str(exc):
+            from hybrid.model.library import BUILTIN
+
+            raise CaseError(
+                f"{path}: physics.model: unknown physics model {model!r}; expected one of "
+                f"{sorted(set(REGISTRY) | set(BUILTIN))}, an entry point of group "
+                "hybrid.models, 'file.py:Class' or 'package.module:Class'") from None
+        raise
+    rest = {k: v for k, v in table.items() if k != "model"}
+    try:
+        loaded.cls.Settings.model_validate(rest)
+    except ValidationError as exc:
+        raise _first_error(path, exc, ("physics",)) from None
+    spec = PluginSpec(loaded, loaded.instantiate(table))
+    try:
+        spec.parameter_names(space.names)
+    except ModelError as exc:
+        raise CaseError(f"{path}: parameters: {exc}") from None
+    return spec
 
 
 def load_case(path: str | Path) -> Case:

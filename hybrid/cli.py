@@ -69,6 +69,9 @@ def campaign(
     from hybrid.case import load_case
 
     c = load_case(case)
+    if getattr(c.physics, "plugin", False):   # the user's code runs: say which, once
+        lm = c.physics.loaded
+        _say(f"model:    {lm.reference} ({lm.origin}, sha256 {lm.sha256[:16]}…)")
     r = run_campaign(c, samples=samples, ranks_per_sample=ranks_per_sample, store=store,
                      retry_failed=retry_failed, progress=progress)
     if r.interrupted:

@@ -88,6 +88,9 @@ def train_command(
           f"product), {report['train']} training + {report['validation']} validation "
           f"snapshots{train}", flush=True)
     print(err, flush=True)
+    if kind == "pod-nn" and physics_informed and not sur.meta.get("affine"):
+        print("data-only training: the store holds no certified affine terms, so the "
+              "physics-informed term was skipped", flush=True)
     print(f"surrogate: {out}", flush=True)
     for name in extra:
         print(f"plot:      {out / name}", flush=True)

@@ -373,3 +373,42 @@ def _ival(t: Tree, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
     lo_e = math.exp(e[0]) if e[0] < 709 else math.inf
     hi_e = math.exp(e[1]) if e[1] < 709 else math.inf
     return max(0.0, _down(lo_e, 2)), _up(hi_e, 2)
+
+
+# ---------------------------------------------------------------------------- coefficients
+class AffineCoefficients:
+    """θ_q(μ), ϑ_q(μ) of A(μ) = Σ_q θ_q(μ) A_q, f(μ) = Σ_q ϑ_q(μ) f_q from stored trees.
+
+    The surrogate side's stand-in for a physics spec of a plug-in model: it needs only the
+    trees a store or a surrogate records (``model.theta_a``, ``model.theta_f``), never the
+    model's code. ``theta_a(μ)`` has shape (..., Q_a) for μ of shape (P,) or (S, P) (numpy)
+    or any (..., P) tensor (torch, differentiable). ``affine`` is the min-θ coercivity
+    certificate of the model (θ_q > 0 on the box, A_q symmetric PSD): what an energy norm and
+    the rigorous error bound rely on.
+    """
+
+    def __init__(self, theta_a: Sequence[Tree], theta_f: Sequence[Tree], *,
+                 affine: bool = True, n_params: int | None = None):
+        self.trees_a = [canonical(validate(t, n_params, f"theta_a[{q}]"))
+                        for q, t in enumerate(theta_a)]
+        self.trees_f = [canonical(validate(t, n_params, f"theta_f[{q}]"))
+                        for q, t in enumerate(theta_f)]
+        self.affine = bool(affine)
+
+    @classmethod
+    def from_record(cls, record: dict, n_params: int | None = None) -> AffineCoefficients:
+        """From a store's or surrogate's ``model`` record (ThetaError if malformed)."""
+        if not isinstance(record, dict) or not isinstance(record.get("theta_a"), list) \
+                or not isinstance(record.get("theta_f"), list):
+            raise ThetaError("model record: theta_a and theta_f must be lists of θ trees")
+        return cls(record["theta_a"], record["theta_f"],
+                   affine=bool(record.get("certified")) and bool(record["theta_a"]),
+                   n_params=n_params)
+
+    def theta_a(self, mu):
+        """θ_q(μ), shape (..., Q_a)."""
+        return evaluate_all(self.trees_a, mu)
+
+    def theta_f(self, mu):
+        """ϑ_q(μ), shape (..., Q_f)."""
+        return evaluate_all(self.trees_f, mu)

@@ -98,8 +98,9 @@ class FEMModel:
     def jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Observations y(μ) and their Jacobian dy/dμ (m, P) by the tangent-linear model.
 
-        One solve and P back-substitutions with the same factors (see
-        ``ThermalBlockProblem.observation_jacobian``); raises :class:`SolveFailed`.
+        One solve and P back-substitutions (see ``ThermalBlockProblem.observation_jacobian``
+        and, for plug-in models, ``ModelProblem.observation_jacobian``: J(u) δu_q = −∂F/∂μ_q);
+        raises :class:`SolveFailed`.
         Collective on ``comm``; the result is on every rank.
         """
         s = self._solved(mu)

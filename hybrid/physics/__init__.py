@@ -8,6 +8,10 @@ models — gives the parameter-dependent coefficients θ_q(μ), ϑ_q(μ) of
 
 The finite-element half (forms, solve) lives in :mod:`hybrid.fem` under the same name; this
 split keeps the surrogate side importable without DOLFINx (see docs/architecture.md).
+
+Models written as plug-ins (:mod:`hybrid.model`, docs/models.md) are not registered here:
+a case names them by reference (:mod:`hybrid.physics.plugin`), and their stores record the
+θ_q as data that the surrogate side evaluates without the model's code.
 """
 
 from __future__ import annotations

@@ -70,6 +70,27 @@ class BuildOptions:
         return d
 
 
+def coefficients_of(manifest: dict, n_params: int | None = None):
+    """θ_q(μ), ϑ_q(μ) of a store or a surrogate: from its recorded θ trees, or by name.
+
+    A plug-in model's store records ``model`` = {reference, sha256, settings, θ trees}
+    (:meth:`hybrid.fem.model_problem.ModelProblem.model_record`); its coefficients are
+    evaluated from the trees (:class:`hybrid.core.theta.AffineCoefficients`), and no model
+    code is imported. Without a record (stores of the hand-written thermal block), the spec
+    registered in :mod:`hybrid.physics` under ``physics.model``; None if there is none.
+    """
+    from hybrid.core.theta import AffineCoefficients
+    from hybrid.errors import ThetaError
+
+    record = manifest.get("model")
+    if record is not None:
+        try:
+            return AffineCoefficients.from_record(record, n_params)
+        except ThetaError as exc:
+            raise SurrogateError(f"the recorded model's θ trees are malformed ({exc})") from None
+    return _spec(manifest.get("physics") or {})
+
+
 def _spec(physics: dict):
     from hybrid.physics import get_spec
 
@@ -119,7 +140,7 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         raise SurrogateError(f"{store.path}: {S} successful snapshot(s); a surrogate needs at "
                              "least 2")
     static = store.static
-    spec = _spec(store.physics)
+    spec = coefficients_of(store.manifest, space.dim)
     affine = bool(static.affine_a) and spec is not None and spec.affine
     D = np.asarray(static.dirichlet_dofs, dtype=int)
     if D.size and np.abs(U[:, D]).max() > 1e-10 * max(np.abs(U).max(), 1e-300):
@@ -230,6 +251,7 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         "case_name": store.manifest.get("case_name"),
         "case_text": store.manifest.get("case_text", ""),
         "physics": store.physics,
+        **({"model": store.manifest["model"]} if "model" in store.manifest else {}),
         "parameters": space.to_dict(),
         "qoi": store.qoi_names,
         "observations": store.observation_names,

@@ -241,7 +241,15 @@ class Surrogate:
 
     @property
     def spec(self):
-        """The physics spec (θ_q(μ), ϑ_q(μ)) of the model, from :mod:`hybrid.physics`."""
+        """θ_q(μ), ϑ_q(μ) of the model.
+
+        From the recorded θ trees of a plug-in model (no model code runs), else the spec of
+        :mod:`hybrid.physics` by name.
+        """
+        if self._spec is None and self.meta.get("model") is not None:
+            from hybrid.surrogate.build import coefficients_of
+
+            self._spec = coefficients_of(self.meta, self.space.dim)
         if self._spec is None:
             from hybrid.physics import get_spec
 

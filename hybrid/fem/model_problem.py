@@ -1,0 +1,300 @@
+"""A model plug-in's Problem on a case: the interface of the hand-written thermal block.
+
+:class:`ModelProblem` builds the plug-in's :class:`hybrid.model.Problem` on the case's mesh
+and gives campaigns, :class:`hybrid.fem.model.FEMModel` and ``hybrid solve`` what
+:class:`hybrid.fem.thermal_block.ThermalBlockProblem` gives them:
+
+- ``solve(μ)``: :class:`hybrid.fem.discretisation.Discretisation` (KSP for a linear F,
+  SNES Newton otherwise); the converged reason is the sample's reason;
+- the field in store ordering (:class:`hybrid.fem.ordering.StoreOrdering`), the case's QoIs
+  (each must be a linear functional q(u) = l·u: ∂q/∂u is u-free and q(0) = 0, so that the
+  store can hold it as the row l), point sensors and box averages (rows L, y = L u);
+- ``static_data()``: mesh, mass and stiffness matrices, Dirichlet DOFs, QoI and observation
+  rows, and — for a linear F with a checked affine decomposition
+  F = Σ_q θ_q(μ) (a_q(u, v) − f_q(v)) (:func:`hybrid.fem.analysis.affine_decomposition`) —
+  the matrices A_q and vectors f_q, with θ_q as data in :meth:`model_record`;
+- Jacobians by the tangent-linear model: differentiating F(u(μ); μ) = 0 gives
+
+      J(u) δu_q = −∂F/∂μ_q,   J = ∂F/∂u at the converged u,   δu_q = 0 on the Dirichlet boundary
+
+  (one factorisation of J, P back-substitutions); dy/dμ_q = L δu_q, dq/dμ_q = l·δu_q.
+
+All methods are collective on ``comm``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ufl
+from dolfinx import fem
+from dolfinx.fem import petsc as fem_petsc
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from hybrid.case import Case
+from hybrid.errors import ModelError
+from hybrid.fem.analysis import analyse, at_zero, parameter_derivatives
+from hybrid.fem.discretisation import Discretisation
+from hybrid.fem.mesh import build_mesh
+from hybrid.fem.ordering import StoreOrdering
+from hybrid.fem.solver import SolveResult
+from hybrid.store import StaticData
+
+_CELL_TYPES = {"triangle": "triangle", "quadrilateral": "quad", "tetrahedron": "tetra",
+               "hexahedron": "hexahedron", "interval": "line"}
+
+
+def _assembled(form: fem.Form, b: PETSc.Vec) -> PETSc.Vec:
+    with b.localForm() as bl:
+        bl.set(0.0)
+    fem_petsc.assemble_vector(b, form)
+    b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    return b
+
+
+class ModelProblem:
+    """A plug-in model on ``case`` (its ``physics`` a :class:`hybrid.physics.plugin.PluginSpec`)."""
+
+    def __init__(self, case: Case, comm: MPI.Intracomm):
+        self.case, self.comm = case, comm
+        spec = case.physics
+        self.spec = spec
+        self.mesh = build_mesh(case.mesh, comm, case.mesh_file)
+        self.pb, self.ctx = spec.loaded.build(spec.model, self.mesh, case.parameters.names)
+        self.mu = self.ctx.mu
+        self.u = self.pb.u
+        self.V = self.u.function_space
+        self.bcs = list(self.pb.bcs)
+        origin = spec.loaded.origin
+        if self.V.dofmap.index_map_bs != 1 or self.u.ufl_shape != ():
+            raise ModelError(f"{origin}: the unknown u must be scalar (store ordering and "
+                             "sensors are implemented for scalar spaces)")
+        v = ufl.TestFunction(self.V)
+        self._qoi_forms, self._qoi_rows = {}, {}
+        for name in case.qoi:
+            q = self.pb.qoi[name]
+            dq = ufl.algorithms.expand_derivatives(ufl.derivative(q, self.u, v))
+            zero = at_zero(q, self.u)
+            if self.u in dq.coefficients() or not zero.empty():
+                raise ModelError(f"{origin}: QoI {name!r} is not a linear functional of u "
+                                 "(the store holds QoIs as rows l, q(u) = l·u)")
+            self._qoi_forms[name] = fem.form(q)
+            self._qoi_rows[name] = fem.form(dq)
+        self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
+                                   name=f"model_{spec.name}")
+        self.linear = self.disc.linear
+        self._ordering: StoreOrdering | None = None
+        self._qoi = None
+        self._obs = None
+        self._record = None
+        self._tl = None
+
+    # ---------------------------------------------------------------- solve and outputs
+    @property
+    def ordering(self) -> StoreOrdering:
+        if self._ordering is None:
+            self._ordering = StoreOrdering(self.V)
+        return self._ordering
+
+    @property
+    def element(self) -> dict:
+        """The unknown's element, for the store manifest."""
+        return {"family": "Lagrange", "degree": int(self.V.ufl_element().embedded_superdegree)}
+
+    def solve(self, mu: np.ndarray) -> SolveResult:
+        """Solve at μ into ``self.u`` (KSP or SNES; a failed solve is a result)."""
+        return self.disc.solve(np.asarray(mu, dtype=float))
+
+    def qoi_vectors(self) -> dict[str, np.ndarray]:
+        """Owned parts of the QoI rows l = ∂q/∂u (q(u) = l·u), one per case QoI."""
+        if self._qoi is None:
+            self._qoi = {}
+            for name, form in self._qoi_rows.items():
+                b = fem_petsc.assemble_vector(form)
+                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+                self._qoi[name] = b.getArray().copy()
+                b.destroy()
+        return self._qoi
+
+    def qoi(self) -> np.ndarray:
+        """The case's QoIs of the current solution (assembled forms; the same on all ranks)."""
+        return np.array([self.comm.allreduce(fem.assemble_scalar(f))
+                         for f in self._qoi_forms.values()], dtype=float)
+
+    def observation_rows(self) -> np.ndarray | None:
+        """(n_obs, N) rows L with y = L u in store ordering, on root (None elsewhere)."""
+        from hybrid.fem.observations import box_average_rows, point_rows
+
+        if self._obs is None:
+            ob = self.case.observations
+            sensors = ob.sensors()
+            parts = []
+            if sensors:
+                pts = np.array([p for _, p in sensors], dtype=float)
+                parts.append(point_rows(self.V, self.ordering, pts, f"{self.case.path}"))
+            if ob.averages:
+                parts.append(box_average_rows(self.V, self.ordering, list(ob.averages.values())))
+            root = self.comm.rank == self.ordering.root
+            self._obs = (np.vstack(parts) if parts else np.zeros((0, self.ordering.n_global))) \
+                if root else np.zeros((0, 0))
+        return self._obs if self.comm.rank == self.ordering.root else None
+
+    def observation_operator(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, offset) with y = rows @ u + offset: μ-independent here (offset 0); on root."""
+        L = self.observation_rows()
+        if L is None:
+            return None
+        return L.copy(), np.zeros(L.shape[0])
+
+    def observe(self) -> np.ndarray:
+        """Observations of the current solution, in ``case.observations.names()`` order."""
+        rows = self.observation_rows()
+        u = self.ordering.gather_function(self.u)
+        y = rows @ u if u is not None else None
+        return self.comm.bcast(y, root=self.ordering.root)
+
+    # ---------------------------------------------------------------- static data
+    def _dirichlet_dofs(self) -> np.ndarray:
+        dofs = [bc.dof_indices()[0] for bc in self.bcs]
+        return np.unique(np.concatenate(dofs)) if dofs else np.zeros(0, dtype=np.int32)
+
+    def _analysis(self):
+        box = (self.case.parameters.lower, self.case.parameters.upper)
+        return analyse(self.pb, self.mu, box)
+
+    def model_record(self) -> dict:
+        """What the store and surrogates record of the model (after :meth:`static_data`).
+
+        {reference, sha256, settings, linear, affine, certified, reason, theta_a, theta_f}:
+        θ trees of the store's A_q and f_q (empty lists when the store holds none), and
+        whether the min-θ coercivity certificate holds (the surrogate's error bound needs it).
+        """
+        if self._record is None:
+            self.static_data()
+        return self._record
+
+    def static_data(self) -> StaticData | None:
+        """Mesh, inner products, Dirichlet DOFs, QoI and observation rows and affine terms.
+
+        A_q, f_q are written only for a linear F whose affine decomposition reassembles F
+        (otherwise ``affine_a = []`` and ``affine_f`` is (0, N)). On root; None elsewhere.
+        """
+        o = self.ordering
+        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+
+        def mat(form):
+            A = fem_petsc.assemble_matrix(fem.form(form))
+            A.assemble()
+            out = o.gather_matrix(A)
+            A.destroy()
+            return out
+
+        def vec(form):
+            b = fem_petsc.assemble_vector(fem.form(form))
+            b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+            out = o.gather_vector(b)
+            b.destroy()
+            return out
+
+        dx = ufl.dx(domain=self.mesh)
+        mass = mat(u * v * dx)
+        stiffness = mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * dx)
+        an = self._analysis()
+        d = an.affine
+        use = bool(an.linear and d.affine and d.a)
+        affine_a = [mat(t.form) for t in d.a] if use else []
+        affine_f = [vec(t.form) for t in d.f] if use else []
+        cert = an.certificate
+        self._record = {
+            **self.spec.model_info,
+            "settings": self.spec.settings.model_dump(),
+            "linear": bool(an.linear),
+            "affine": bool(d.affine),
+            "certified": bool(use and cert is not None and cert.ok),
+            "reason": d.reason if not d.affine else (
+                "" if use else "not linear in u: the store holds no affine terms"),
+            "theta_a": d.theta_a if use else [],
+            "theta_f": d.theta_f if use else [],
+        }
+        qoi = [o.gather(vec_) for vec_ in self.qoi_vectors().values()]
+        obs = self.observation_rows()
+        dirichlet = o.gather_index_set(self._dirichlet_dofs())
+        cells = o.gather_cells()
+        if self.comm.rank != o.root:
+            return None
+        N = o.n_global
+        return StaticData(
+            points=o.points,
+            cells=cells,
+            cell_type=_CELL_TYPES[self.mesh.topology.cell_name()],
+            mass=mass,
+            stiffness=stiffness,
+            dirichlet_dofs=dirichlet,
+            affine_a=affine_a,
+            affine_f=np.array(affine_f) if affine_f else np.zeros((0, N)),
+            qoi_functionals=np.array(qoi) if qoi else np.zeros((0, N)),
+            observation_functionals=obs,
+        )
+
+    # ---------------------------------------------------------------- tangent-linear model
+    def _tangents(self) -> list[np.ndarray]:
+        """Owned parts of δu_q, q < P, at the current solution (module docstring).
+
+        J(u) is assembled with the Dirichlet rows and columns replaced by the identity and
+        factorised by MUMPS once; ∂F/∂μ_q is zero on the Dirichlet DOFs (δu_q = 0 there).
+        """
+        if self._tl is None:
+            dF = parameter_derivatives(self.pb.F, self.mu)
+            forms = [fem.form(-f) if not f.empty() else None for f in dF]
+            Jf = fem.form(self.disc.J)
+            A = fem_petsc.create_matrix(Jf)
+            ksp = PETSc.KSP().create(self.comm)
+            ksp.setType("preonly")
+            ksp.getPC().setType("lu")
+            ksp.getPC().setFactorSolverType("mumps")
+            b = fem_petsc.create_vector(self.V)
+            self._tl = (forms, Jf, A, ksp, b, fem.Function(self.V))
+        forms, Jf, A, ksp, b, du = self._tl
+        A.zeroEntries()
+        fem_petsc.assemble_matrix(A, Jf, bcs=self.bcs)
+        A.assemble()
+        ksp.setOperators(A)
+        n = self.V.dofmap.index_map.size_local
+        out = []
+        for form in forms:
+            if form is None:   # F does not depend on μ_q
+                out.append(np.zeros(n))
+                continue
+            _assembled(form, b)
+            fem_petsc.set_bc(b, self.bcs, alpha=0.0)
+            ksp.solve(b, du.x.petsc_vec)
+            du.x.scatter_forward()
+            out.append(du.x.array[:n].copy())
+        return out
+
+    def observation_jacobian(self, mu: np.ndarray) -> np.ndarray:
+        """dy/dμ (m, P) at the current solution (solved at ``mu``); on every rank."""
+        rows = self.observation_rows()
+        P = len(self.mu)
+        J = np.zeros((rows.shape[0], P)) if rows is not None else None
+        for q, du in enumerate(self._tangents()):
+            g = self.ordering.gather(du)
+            if J is not None:
+                J[:, q] = rows @ g
+        return self.comm.bcast(J, root=self.ordering.root)
+
+    def qoi_jacobian(self, mu: np.ndarray) -> np.ndarray:
+        """dq/dμ (n_qoi, P) at the current solution: l·δu_q; on every rank."""
+        ls = list(self.qoi_vectors().values())
+        tl = self._tangents()
+        J = np.array([[l_vec @ du for du in tl] for l_vec in ls]).reshape(len(ls), len(tl))
+        return self.comm.allreduce(J)
+
+    def destroy(self) -> None:
+        self.disc.destroy()
+        if self._tl is not None:
+            _, _, A, ksp, b, _ = self._tl
+            ksp.destroy()
+            A.destroy()
+            b.destroy()
+            self._tl = None
