@@ -75,3 +75,18 @@ def test_case_fingerprint_is_the_store_contract(tmp_path):
     other = parse_case(text.replace("cells = 12", "cells = 24"), tmp_path / "d.toml")
     assert other.fingerprint()["mesh"] != fp["mesh"]
     assert {k for k in fp if fp[k] != other.fingerprint()[k]} == {"mesh"}
+
+
+def test_a_plugin_case_fingerprint_carries_the_model_reference_and_source_hash():
+    """A store of a plug-in must refuse to resume when the model's source changes."""
+    import hashlib
+
+    import hybrid.model.library.nonlinear_diffusion as nd
+    from hybrid.case import load_case
+
+    from .conftest import ROOT
+
+    fp = load_case(ROOT / "cases" / "nonlinear_diffusion.toml").fingerprint()
+    assert list(fp) == ["mesh", "physics", "parameters", "qoi", "observations", "model"]
+    sha = hashlib.sha256(open(nd.__file__, "rb").read()).hexdigest()
+    assert fp["model"] == {"reference": "nonlinear_diffusion", "sha256": sha}
