@@ -90,3 +90,21 @@ def test_a_plugin_case_fingerprint_carries_the_model_reference_and_source_hash()
     assert list(fp) == ["mesh", "physics", "parameters", "qoi", "observations", "model"]
     sha = hashlib.sha256(open(nd.__file__, "rb").read()).hexdigest()
     assert fp["model"] == {"reference": "nonlinear_diffusion", "sha256": sha}
+
+
+@pytest.mark.parametrize("model,message", [
+    ("5", "physics.model: expected a model name or reference (got 5)"),
+    ('"heat_rodx"', "physics.model: unknown physics model 'heat_rodx'; expected one of "
+                    "['nonlinear_diffusion', 'thermal_block'], an entry point of group "
+                    "hybrid.models, 'file.py:Class' or 'package.module:Class'"),
+    ('"MyModel"', "physics.model: unknown physics model 'MyModel'; expected one of "
+                  "['nonlinear_diffusion', 'thermal_block'], an entry point of group "
+                  "hybrid.models, 'file.py:Class' or 'package.module:Class'"),
+])
+def test_an_unknown_or_malformed_model_name_is_one_exact_line(tmp_path, model, message):
+    from hybrid.errors import CaseError
+
+    text = small_case_text().replace('model = "thermal_block"', f"model = {model}")
+    with pytest.raises(CaseError) as e:
+        parse_case(text, tmp_path / "c.toml")
+    assert str(e.value) == f"{tmp_path / 'c.toml'}: {message}"
