@@ -93,6 +93,9 @@ def test_failures_become_nan_rows_batched_or_not():
                                              r"call; cannot tell the number of outputs "
                                              r"\(give names\)$"):
         fresh(np.array([[-1.0]]))
+    ok_first = ForwardModel(g, batched=True, failures=(Failed,))
+    assert ok_first(np.array([[1.0]])).shape == (1, 2)        # the width, from a success
+    assert np.all(np.isnan(ok_first(np.array([[-1.0], [-2.0]]))))
     named = ForwardModel(g, batched=True, failures=(Failed,), names=("u", "v"))
     assert np.all(np.isnan(named(np.array([[-1.0]]))))
 
@@ -134,17 +137,22 @@ def test_torch_predictions_count_points_and_are_float64():
 
 
 def test_value_and_jacobian_and_its_failures():
+    seen = []
+
     def jf(x):
+        seen.append(x.dtype)
         if x[0] < 0:
             raise Failed("no")
-        return [x[0] ** 2, x[1]], [[2 * x[0], 0.0], [0.0, 1.0]]
+        v = [int(round(x[0] ** 2)), int(x[1])]
+        return [[v[0]], [v[1]]], [[int(2 * x[0]), 0], [0, 1]]  # a column, and integers
 
     m = ForwardModel(lambda x: x, jac_fn=jf, failures=(Failed,))
     y, J = m.value_and_jacobian(np.array([-1.0, 1.0]))     # fails before any width is known
     assert y.shape == (1,) and J.shape == (1, 2) and np.all(np.isnan(y)) and np.isnan(J).all()
     y, J = m.value_and_jacobian([3, 4])
-    assert y.dtype == np.float64 and y.tolist() == [9.0, 4.0]
-    assert J.tolist() == [[6.0, 0.0], [0.0, 1.0]]
+    assert y.dtype == np.float64 and y.tolist() == [9.0, 4.0] and y.shape == (2,)
+    assert J.dtype == np.float64 and J.tolist() == [[6.0, 0.0], [0.0, 1.0]]
+    assert set(seen) == {np.dtype(np.float64)}
     y, J = m.value_and_jacobian(np.array([-1.0, 1.0]))     # now the width is known: 2
     assert y.shape == (2,) and J.shape == (2, 2) and np.isnan(J).all()
     assert m.n_failed == 2 and m.n_evals == 3
@@ -183,7 +191,7 @@ def test_fd_central_steps_and_points_without_bounds():
     # integer points are differentiated as floats
     f, pts = _recording(_cubic)
     assert np.allclose(fd_jacobian(f, [1, 2], step=1e-4), _cubic_jac([1.0, 2.0]), rtol=1e-6)
-    assert np.allclose(np.vstack(pts)[:, 0], [1 + 1e-4, 1 - 1e-4, 1, 1], atol=1e-12)
+    assert np.allclose(np.vstack(pts)[:, 0], [1 + 1e-4, 1 - 1e-4, 1, 1], rtol=0, atol=1e-12)
     with pytest.raises(InferenceError, match=r"^finite differences: scheme must be one of "
                                              r"\['central', 'forward'\]$"):
         fd_jacobian(f, x, scheme="backward")
@@ -222,12 +230,12 @@ def test_fd_one_sided_stencils_inside_the_bounds():
     f, pts = _recording(_cubic)
     J = fd_jacobian(f, np.array([x, 1.0]), scheme="forward",
                     bounds=np.array([[0.0, x + hf], [-10.0, 10.0]]))
-    assert np.allclose(np.vstack(pts)[:, 0], [x, x + hf, x], atol=1e-15)
+    assert np.allclose(np.vstack(pts)[:, 0], [x, x + hf, x], rtol=0, atol=1e-15)
     assert np.allclose(J, jac, rtol=1e-6)
     f, pts = _recording(_cubic)
     J = fd_jacobian(f, np.array([x, 1.0]), scheme="forward",
                     bounds=np.array([[0.0, x], [-10.0, 10.0]]))
-    assert np.allclose(np.vstack(pts)[:, 0], [x, x - hf, x], atol=1e-15)
+    assert np.allclose(np.vstack(pts)[:, 0], [x, x - hf, x], rtol=0, atol=1e-15)
     assert np.allclose(J, jac, rtol=1e-6)
 
 
@@ -364,7 +372,19 @@ def test_failures_give_minus_inf_and_a_zero_gradient():
     assert f[1] == -np.inf and np.all(g[1] == 0.0)
     assert np.isfinite(f[[0, 2]]).all() and np.all(g[[0, 2]] != 0.0)
     assert post.log_density(z)[1] == -np.inf
+    # a point with a finite density but an infinite gradient spoils only itself
+    free = ParameterSpace((Parameter("q", -INF, INF),))
+    sq = Posterior(ForwardModel(lambda x: np.sqrt(np.abs(x - 2.0)), batched=True,
+                                torch_fn=lambda t: torch.sqrt(t - 2.0)),
+                   Observations(("o",), [0.0], 1.0), free)
+    f, g = sq.log_density_and_grad(np.array([[2.0], [3.0]]))
+    assert f[0] == -np.inf and g[0, 0] == 0.0
+    assert f[1] == pytest.approx(-0.5) and g[1, 0] == pytest.approx(-0.5)
     w = post.transform.to_w(MUS[1])
+    fi, gi = Posterior(ForwardModel(fn, batched=True, names=NAMES), DATA,
+                       ParameterSpace((Parameter("a", -INF, INF), Parameter("k", -INF, INF))),
+                       PRIOR).objective_and_grad([4, 1])    # integer w: a float gradient
+    assert fi == np.inf and gi.dtype == np.float64
     for p in (post, Posterior(ForwardModel(fn, batched=True, names=NAMES), DATA, SPACE,
                               PRIOR)):
         fw, gw = p.objective_and_grad(w)
@@ -436,6 +456,8 @@ def test_a_corrected_model_in_the_objective():
     w = np.array([0.3, 0.7])
     assert np.allclose(corr(w), corr.offset + corr.slope @ (w - corr.center))
     assert np.allclose(corr.torch(torch.tensor(w)).numpy(), corr(w), rtol=1e-15)
+    t32 = corr.torch(torch.tensor(w, dtype=torch.float32))      # in the dtype of w
+    assert t32.dtype == torch.float32 and np.allclose(t32.numpy(), corr(w), rtol=1e-6)
     pt, pj, pf = _post("torch"), _post("jac"), _post("fd")
     mu = pt.transform.from_w(w)
     r = ((mu @ A.T)[[2, 0, 1]] + corr(w) - DATA.values) / DATA.sigma
