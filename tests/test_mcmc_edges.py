@@ -231,6 +231,14 @@ def test_delayed_acceptance_counts_every_model_evaluation():
     assert acc["stage1"] == pytest.approx(c["stage1"].sum() / c["proposals"].sum())
     assert acc["stage2"] == pytest.approx(c["accepted"].sum() / c["stage1"].sum())
     d = res.to_dict()
+    assert d["exact"] is True and d["mode"] == "delayed-acceptance" and d["seed"] == 4
+    assert d["names"] == ["x0", "x1"] and d["chains"] == 3
+    assert set(d) == {"mode", "exact", "names", "chains", "draws_per_chain", "burn_in", "thin",
+                      "seed", "parameters", "max_rhat", "min_ess", "counts", "acceptance",
+                      "expensive_per_effective_sample", "ess_per_second", "warnings",
+                      "wall_time_s", "settings"}
+    assert d["max_rhat"] == max(v["rhat"] for v in d["parameters"].values())
+    assert d["min_ess"] == min(v["ess"] for v in d["parameters"].values())
     assert d["counts"]["cheap"] == c["n_cheap"].sum()
     assert d["counts"]["expensive"] == c["n_expensive"].sum()
     assert d["counts"]["per_chain"]["accepted"] == c["accepted"].tolist()
@@ -438,13 +446,22 @@ def test_problems_reports_what_makes_draws_untrustworthy():
     assert "chain 1 never moved in 300 steps (its draws are one point)" in probs
     assert not any("chain 0 never moved" in p for p in probs)
     assert any(p.startswith("bulk ESS < 200 (100 per chain) for p0") for p in probs)
-    flat = _result(rng.standard_normal((2, 500, 2)), cov=np.diag([1.0, 1e-13]))
+    flat = _result(rng.standard_normal((2, 500, 3)), cov=np.diag([1e3, 5e2, 1e-10]))
     probs = flat.problems()
-    assert len(probs) == 2 and probs[0].startswith("chain 0: the proposal covariance lost "
-                                                   "rank (eigenvalue ratio 1.0e-13)")
-    assert probs[1].startswith("chain 1: the proposal covariance lost rank")
-    ok = _result(rng.standard_normal((2, 500, 2)), cov=np.diag([1.0, 1e-11]))
-    assert ok.problems() == []
+    assert probs == ["chain 0: the proposal covariance lost rank (eigenvalue ratio 1.0e-13)",
+                     "chain 1: the proposal covariance lost rank (eigenvalue ratio 1.0e-13)"]
+    ok = _result(rng.standard_normal((2, 500, 3)), cov=np.diag([1e3, 5e2, 1e-8]))
+    assert ok.problems() == []                                    # ratio 1e-11: full rank
+    both = rng.standard_normal((4, 1000, 2))
+    both[:2] += 3.0                                                 # both disagree
+    assert "R-hat > 1.01 for p0, p1: chains disagree (run longer)" in _result(both).problems()
+    e = rng.standard_normal((4, 1000, 2))                # AR(1), ρ = 0.85: ESS ≈ 4000·0.15/1.85
+    for t in range(1, 1000):
+        e[:, t] = 0.85 * e[:, t - 1] + np.sqrt(1 - 0.85 ** 2) * e[:, t]
+    ess_low = _result(e)
+    assert 100 < ess_low.summary()["p0"]["ess_bulk"] < 400
+    assert ("bulk ESS < 400 (100 per chain) for p0, p1: too few effective draws"
+            in ess_low.problems())
     one = _result(rng.standard_normal((1, 2000, 1)))
     assert one.problems() == ["one chain: R-hat needs several chains to see non-convergence"]
     assert one.chains == 1 and one.draws().shape == (2000, 1)
@@ -486,10 +503,16 @@ def test_inference_data_and_files(tmp_path):
     assert json.loads(a["extra"]) == {"a": 1}
     bare = _result(res.samples).to_inference_data()
     assert "accepted" not in bare["sample_stats"] and "observed_data" not in bare.children
-    path = res.save_netcdf(tmp_path / "r.nc", observed={"y": post.data.values})
+    path = res.save_netcdf(tmp_path / "r.nc", observed={"y": post.data.values},
+                           attrs={"case": "g"})
     back = xr.open_datatree(path)
     assert np.allclose(back["posterior"]["x1"].values, res.samples[:, :, 1])
+    assert np.allclose(back["observed_data"]["y"].values, post.data.values)
+    assert back["posterior"].attrs["case"] == "g" and back["posterior"].attrs["seed"] == 1
     back.close()
+    plain = xr.open_datatree(res.save_netcdf(tmp_path / "p.nc"))
+    assert "observed_data" not in plain.children and "case" not in plain["posterior"].attrs
+    plain.close()
     j = json.loads(res.save_json(tmp_path / "r.json").read_text())
     assert j["counts"]["expensive"] == res.counts["n_expensive"].sum()
     with np.load(res.save_npz(tmp_path / "r.npz")) as z:
