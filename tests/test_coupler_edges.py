@@ -60,8 +60,8 @@ class FEM:
         v = {"a": mu[0] + mu[1], "b": mu[0] - mu[1]}
         return np.array([v[n] for n in self.observation_names])
 
-    def solve(self, mu, field=True):
-        assert field is True
+    def solve(self, mu, field=False):
+        assert field is True                                   # the coupler needs the field
         self.solves += 1
         return State(mu, self.values(mu), ok=not self.fail, reason="diverged")
 
@@ -136,7 +136,9 @@ def test_a_failed_fem_solve_raises_and_is_counted():
     cp = Coupler(Ensemble([[0.0, 0.0], [5.0, 5.0]]), FEM(fail=True), sigma=[1.0, 1.0])
     with pytest.raises(SolveFailed, match=r"^FEM solve at mu=\[0.5, 0.25\] failed: diverged$"):
         cp.evaluate([0.5, 0.25])
-    assert cp.n_fem == 1 and cp.n_queries == 0
+    with pytest.raises(SolveFailed, match=r"^FEM solve at mu=\[0.123457, 0.5\] failed"):
+        cp.evaluate([0.1234567, 0.5])                          # μ rounded to 6 digits
+    assert cp.n_fem == 2 and cp.n_queries == 0
     fm = cp.forward_model()
     assert isinstance(fm, ForwardModel) and fm.name == "coupler" and fm.names == ["a", "b"]
     assert fm.failures == (SolveFailed,)
@@ -148,6 +150,32 @@ def test_a_failed_fem_solve_raises_and_is_counted():
                                            "and no FEM model was given$"):
         Coupler(Ensemble([[0.0, 0.0], [5.0, 5.0]]), None, sigma=[1.0, 1.0]).evaluate(
             [0.5, 0.25])
+    with pytest.raises(CouplerError, match=r"mu=\[0.123457, 0.5\] and no FEM"):
+        Coupler(Ensemble([[0.0, 0.0], [5.0, 5.0]]), None, sigma=[1.0, 1.0]).evaluate(
+            [0.1234567, 0.5])
+
+
+def test_fem_and_update_times_are_accumulated(tmp_path):
+    import time
+
+    class Slow(FEM):
+        def solve(self, mu, field=False):
+            time.sleep(0.02)
+            return super().solve(mu, field)
+
+        def commit(self, store, state, run_id="coupler", index=None):
+            time.sleep(0.02)
+            return super().commit(store, state, run_id, index)
+
+    cp = Coupler(Ensemble([[0.0, 0.0], [5.0, 5.0]]), Slow(), sigma=[1.0, 1.0], store=tmp_path,
+                 static=object(), index_base=0)
+    t0 = time.perf_counter()
+    cp.evaluate([0.1, 0.1])
+    cp.evaluate([0.2, 0.1])
+    wall = time.perf_counter() - t0
+    r = cp.report()
+    assert 0.04 <= r["time_s"]["fem"] <= wall and 0.04 <= r["update_time_s"] <= wall
+    assert r["time_s"]["fem"] + r["update_time_s"] <= wall
 
 
 def test_commits_go_to_the_store_with_consecutive_indices(tmp_path):
@@ -159,6 +187,7 @@ def test_commits_go_to_the_store_with_consecutive_indices(tmp_path):
     assert fem.commits == [(tmp_path, "r7", 100), (tmp_path, "r7", 101), (tmp_path, "r7", 102)]
     assert cp.committed == [100, 101, 102] and cp.report()["committed_samples"] == [100, 101,
                                                                                     102]
+    assert cp.n_fem == 3 and cp.report()["calls"]["fem"] == 3
     fem2 = FEM()
     cp = Coupler(Ensemble([[0.0, 0.0], [5.0, 5.0]]), fem2, sigma=[1.0, 1.0], store=tmp_path,
                  static=object())
@@ -278,9 +307,20 @@ def test_affine_levels_and_their_certified_errors(world):
                     enrich=False)
     assert tight.evaluate(mu).source == "fem" and tight.n_updates == 0
     assert tight.rb.n == rb.n and tight.evaluate(mu).source == "fem"
-    grow = Coupler(coarse, model, sigma=np.array([1e-9]), tol=0.1, store=None, static=static)
+    comm = Comm(2)
+
+    class OnTwoRanks(NumpyFEM):
+        pass
+
+    two = OnTwoRanks(fem)
+    two.comm = comm
+    grow = Coupler(coarse, two, sigma=np.array([1e-9]), tol=0.1, store=None, static=static)
     grow.evaluate(mu)
     assert grow.n_updates == 1 and grow.rb.n == rb.n + 1 and grow.report()["updates"] == 1
+    # the root's decision (None: go to the FEM), then its snapshot, were broadcast
+    assert comm.calls[0] is None and np.allclose(comm.calls[1], fem.solve(mu), rtol=1e-12)
+    grow.evaluate(np.array([0.8, 0.2, 0.3, 0.9]))
+    assert grow.n_updates == 2 and grow.report()["updates"] == 2
 
 
 def test_affine_set_up_needs_the_static_data(world):
@@ -296,3 +336,24 @@ def test_affine_set_up_needs_the_static_data(world):
 
     with pytest.raises(CouplerError, match="^the coupler certifies point sensors and averages"):
         Coupler(coarse, None, sigma=[1.0], static=Flux())
+
+
+def test_retrain_rebuilds_the_surrogate_from_the_enriched_store(world, tmp_path):
+    import shutil
+
+    fem, store, coarse = world
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    model = NumpyFEM(fem)
+    cp = Coupler(coarse, model, sigma=np.array([1e-9]), tol=0.1, store=copy, index_base=500,
+                 run_id="rt")
+    n0 = len(SnapshotStore(copy).committed_indices())
+    cp.evaluate(np.array([0.3, 0.5, 0.7, 0.2]))
+    assert cp.committed == [500]
+    sur = cp.retrain()
+    assert cp.surrogate is sur and sur.kind == "galerkin"
+    assert len(SnapshotStore(copy).committed_indices()) == n0 + 1
+    assert cp.index_base == 501 and cp.run_id == "rt" and cp.store == copy
+    assert cp.n_queries == 0 and cp.committed == []            # a fresh coupler
+    sur2 = cp.retrain(BuildOptions(kind="galerkin", modes=1))
+    assert sur2.modes.shape[0] == 1 and cp.surrogate is sur2

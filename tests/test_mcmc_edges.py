@@ -156,12 +156,17 @@ def test_mala_drift_and_proposal_density():
     mean = _mala_drift(z, g, sigma, h)
     assert np.allclose(mean[0], z[0] + 0.15 * sigma[0] @ g[0], rtol=1e-15)
     assert np.allclose(mean[1], z[1] + 1.0 * sigma[1] @ g[1], rtol=1e-15)
-    y = np.array([[0.2, 0.1], [1.0, 1.0]])
-    chol = np.linalg.cholesky(sigma)
-    lq = _log_q(y, mean, chol, h)
-    for c in range(2):
-        d = y[c] - mean[c]
-        assert np.isclose(lq[c], -0.5 * d @ np.linalg.solve(sigma[c], d) / h[c], rtol=1e-13)
+    # three chains in two dimensions
+    y = np.array([[0.2, 0.1], [1.0, 1.0], [-1.0, 0.5]])
+    mean3 = np.vstack([mean, [0.0, 0.0]])
+    sigma3 = np.concatenate([sigma, [[[3.0, -1.0], [-1.0, 1.0]]]])
+    h3 = np.append(h, 0.7)
+    lq = _log_q(y, mean3, np.linalg.cholesky(sigma3), h3)
+    assert lq.shape == (3,)
+    for c in range(3):
+        d = y[c] - mean3[c]
+        assert np.isclose(lq[c], -0.5 * d @ np.linalg.solve(sigma3[c], d) / h3[c],
+                          rtol=1e-13)
 
 
 def test_mala_samples_a_gaussian_and_its_first_stage_is_the_gradient_model():
