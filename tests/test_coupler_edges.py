@@ -112,12 +112,36 @@ def test_switches_are_recorded_when_the_source_changes():
     assert cp.switches[0] == {"mu": [0.1, 0.2], "source": "surrogate",
                               "etas": {"surrogate": pytest.approx(_eta(offs, 1.0))},
                               "query": 1}
+    assert cp.counts["surrogate"].calls == 2 and cp.counts["fem"].calls == 0
     cp.surrogate = wide.surrogate                              # now untrusted: FEM
     cp.evaluate([0.4, 0.1])
     cp.evaluate([0.4, 0.2])
     assert [s["source"] for s in cp.switches] == ["surrogate", "fem"]
     assert cp.switches[1]["query"] == 3 and cp.answered_by["fem"] == 2
     assert cp.report()["switches"] == 2 and fem.solves == 2
+
+
+def test_switches_are_logged_and_times_accumulated(caplog):
+    import logging
+    import time
+
+    class Slow(Ensemble):
+        def members_predict(self, mu):
+            time.sleep(0.02)
+            return super().members_predict(mu)
+
+    cp = Coupler(Slow([[0.0, 0.0], [0.1, 0.1]]), FEM(), sigma=[1.0, 1.0])
+    assert cp.tol == 0.1                                       # the default tolerance
+    cp.tol = 0.2
+    with caplog.at_level(logging.INFO, logger="hybrid.coupler"):
+        t0 = time.perf_counter()
+        cp.evaluate([0.123456, 0.2])
+        cp.evaluate([0.3, 0.2])
+        wall = time.perf_counter() - t0
+    eta = _eta([[0.0, 0.0], [0.1, 0.1]], 1.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"coupler: surrogate at mu=[0.1235, 0.2] (eta {{'surrogate': '{eta:.2g}'}}, tol 0.2)"]
+    assert 0.04 <= cp.counts["surrogate"].time <= wall
 
 
 def test_fem_observations_are_put_in_the_surrogates_order():
@@ -295,6 +319,12 @@ def test_affine_levels_and_their_certified_errors(world):
     assert np.allclose(ans.y, c @ coarse.observation_matrix.T, rtol=1e-12)
     assert abs(ans.y[0] - y_fem[0]) <= ans.eta * sigma[0] * (1 + 1e-9)
     assert cp.report()["bound"] == "residual (rigorous)"
+    # η = tol is trusted at the reduced-basis level too
+    probe = Coupler(coarse, model, sigma=sigma, tol=1e-30, store=None, static=static,
+                    enrich=False)
+    eta_rb = probe.evaluate(mu).etas["reduced-basis"]
+    at = Coupler(coarse, model, sigma=sigma, tol=eta_rb, store=None, static=static)
+    assert at.evaluate(mu).source == "reduced-basis"
     # a Galerkin surrogate with the reduced basis on: the surrogate level is skipped
     cp = Coupler(coarse, model, sigma=sigma, tol=1e3, store=None, static=static)
     ans = cp.evaluate(mu)
