@@ -132,6 +132,7 @@ def test_switches_are_logged_and_times_accumulated(caplog):
 
     cp = Coupler(Slow([[0.0, 0.0], [0.1, 0.1]]), FEM(), sigma=[1.0, 1.0])
     assert cp.tol == 0.1                                       # the default tolerance
+    assert cp.report()["update_time_s"] == 0.0 and cp.report()["time_s"]["surrogate"] == 0.0
     cp.tol = 0.2
     with caplog.at_level(logging.INFO, logger="hybrid.coupler"):
         t0 = time.perf_counter()
@@ -256,6 +257,7 @@ def test_set_up_errors():
         with pytest.raises(CouplerError, match=r"^sigma must be 2 positive values \(one per "
                                                r"observation \['a', 'b'\]\)$"):
             Coupler(ens, None, sigma=bad)
+    assert Coupler(ens, None, sigma=[[1.0, 2.0]]).sigma.tolist() == [1.0, 2.0]   # flattened
     for tol in (0.0, -1.0, np.inf, np.nan):
         with pytest.raises(CouplerError, match=f"^tol must be a positive number, got {tol}$"):
             Coupler(ens, None, sigma=[1.0, 1.0], tol=tol)
@@ -364,7 +366,10 @@ def test_affine_set_up_needs_the_static_data(world):
     class Flux:
         observation_affine = object()
 
-    with pytest.raises(CouplerError, match="^the coupler certifies point sensors and averages"):
+    with pytest.raises(CouplerError, match="^the coupler certifies point sensors and averages; "
+                                           "boundary-flux observations \\(affine in mu\\) are "
+                                           "not supported by it yet \\(use --stage2 fem or "
+                                           "none\\)$"):
         Coupler(coarse, None, sigma=[1.0], static=Flux())
 
 
