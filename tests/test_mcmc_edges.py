@@ -111,6 +111,11 @@ def test_the_adapted_covariance_is_proportional_to_the_posterior():
         # its size: λ·2.38²/d with λ near one for a Gaussian target
         assert 0.3 < np.mean(ev) / (2.38 ** 2 / 3) < 3.0, ev
     assert res.settings["shrinkage"] == 5.0
+    st = res.settings
+    assert (st["n_samples"], st["burn_in"], st["chains"], st["thin"], st["adapt_every"],
+            st["kernel"], st["adapt"], st["ranks"]) == (20, 3000, 2, 1, 25, "rw",
+                                                        "covariance", 1)
+    assert st["target_accept"] == 0.31 and st["posterior"] == post.describe()
     assert res.settings["adaptation"].startswith("burn-in only, then frozen: global scale +")
     # shrinkage default: 10·P pseudo-observations
     assert sample(post, x0=m, n_samples=5, burn_in=0, chains=1).settings["shrinkage"] == 30.0
@@ -125,6 +130,10 @@ def test_adaptation_updates_every_adapt_every_iterations_only_in_burn_in():
     assert np.allclose(r, r[0, 0], rtol=1e-12)
     longer = sample(post, burn_in=40, adapt_every=10, **kw)
     r = longer.proposal_cov[0] / C
+    assert not np.allclose(r, r[0, 0], rtol=1e-3)
+    # the first update may use as few as two states (burn-in 4: states from it = 1 on)
+    two = sample(post, burn_in=4, adapt_every=3, **kw)
+    r = two.proposal_cov[0] / C
     assert not np.allclose(r, r[0, 0], rtol=1e-3)
     # λ adapts from the first step of burn-in: with burn-in the scale differs from 2.38²/d
     none = sample(post, burn_in=0, **kw)
@@ -350,6 +359,47 @@ def test_starts_one_per_chain_and_bad_shapes():
         sample(post, x0=np.zeros((1, 2, 2)), n_samples=3, burn_in=0)
     with pytest.raises(InferenceError, match="x0: 2 starting points for 3 chains"):
         sample(post, x0=np.zeros((2, 2)), chains=3, n_samples=3, burn_in=0)
+    p3 = _gauss(3)[0]
+    with pytest.raises(InferenceError, match="^x0: 2 starting points for 4 chains$"):
+        sample(p3, x0=np.zeros((2, 3)), chains=4, n_samples=3, burn_in=0)
+
+
+def test_start_scale_sets_the_spread_of_the_starts_and_of_redrawn_ones():
+    """κ = 0.5: starts z ~ N(z0, κ² C); where the model fails (μ < x0) they are redrawn from
+    the same law, so the starts are the half-normal above z0: mean κσ√(2/π)."""
+    post, _, m, C = _gauss(1)
+    frozen = np.array([[1e-300]])
+    res = sample(post, x0=m, start_cov=C, start_scale=0.5, proposal_cov=frozen, adapt="none",
+                 n_samples=1, burn_in=0, chains=400, seed=3)
+    sd = np.std(res.samples[:, 0, 0])
+    assert abs(sd / (0.5 * np.sqrt(C[0, 0])) - 1) < 0.15, sd      # ±4 SE of 400 draws
+    space = ParameterSpace((Parameter("k", -INF, INF),))
+    x0 = 0.2
+    half = Posterior(ForwardModel(lambda x: np.where(x < x0, np.nan, x), batched=True),
+                     Observations(("y",), [0.2], 1.0), space, GaussianPrior([0.0], [1.0]))
+    res = sample(half, x0=[x0], start_cov=[[1.0]], start_scale=0.5, proposal_cov=frozen,
+                 adapt="none", n_samples=1, burn_in=0, chains=400, seed=4)
+    d = res.samples[:, 0, 0] - x0
+    assert np.all(d >= 0)
+    assert abs(d.mean() - 0.5 * np.sqrt(2 / np.pi)) < 4 * 0.5 * 0.6 / np.sqrt(400)
+    assert d.max() < 0.5 * 4.5
+
+
+def test_a_prior_without_a_proper_flag_needs_starting_points():
+    post, _, m, C = _gauss(1)
+
+    class Flat:                                                    # a duck-typed prior
+        def logpdf(self, theta):
+            return np.zeros(np.shape(theta)[:-1])
+
+        def describe(self):
+            return {"kind": "flat"}
+
+    p = Posterior(post.model, post.data, post.space, Flat())
+    with pytest.raises(InferenceError, match="^MCMC: give starting points x0 \\(the prior is "
+                                             "improper\\)$"):
+        sample(p, n_samples=2, burn_in=0)
+    assert sample(p, x0=m, n_samples=2, burn_in=0, chains=1).samples.shape == (1, 2, 1)
 
 
 # ------------------------------------------------------------------ arguments
