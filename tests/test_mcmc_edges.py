@@ -68,6 +68,7 @@ def test_without_adaptation_the_proposal_is_the_textbook_one():
     res = sample(post, x0=m, proposal_cov=C, adapt="none", n_samples=50, burn_in=20,
                  chains=2, seed=1)
     assert np.allclose(res.proposal_cov, 2.38 ** 2 / 3 * C, rtol=1e-14)
+    assert res.settings["adaptation"] == "burn-in only, then frozen: none"
     post, _, m, C = _gauss(2, torch=True)
     res = sample(None, post, mode="surrogate-only", x0=m, proposal_cov=C, adapt="none",
                  kernel="mala", n_samples=50, burn_in=20, chains=2, seed=1)
