@@ -151,6 +151,12 @@ def test_fem_observations_are_put_in_the_surrogates_order():
     for names in (("a", "b"), ("b", "a")):
         cp = Coupler(Ensemble(offs), FEM(names), sigma=[1.0, 1.0], tol=0.1)
         assert np.allclose(cp.observe(mu), [0.9, 0.5], rtol=1e-12)
+    plain = FEM()
+    del plain.observation_names                                # the case's names, then
+    plain.values = lambda mu: np.array([int(10 * mu[0]), 3])  # integers
+    cp = Coupler(Ensemble(offs), plain, sigma=[1.0, 1.0], tol=0.1)
+    y = cp.observe(mu)
+    assert y.dtype == np.float64 and y.tolist() == [7.0, 3.0]
     wider = FEM(("b", "c", "a"))
     wider.values = lambda mu: np.array([mu[0] - mu[1], 7.0, mu[0] + mu[1]])
     cp = Coupler(Ensemble(offs), wider, sigma=[1.0, 1.0], tol=0.1)
@@ -253,7 +259,7 @@ def test_set_up_errors():
     with pytest.raises(CouplerError, match="^the surrogate predicts no observations: declare "
                                            r"\[observations\] in the case file"):
         Coupler(Ensemble([[0.0, 0.0], [1.0, 1.0]], names=()), None, sigma=[])
-    for bad in ([1.0], [1.0, 0.0], [1.0, -2.0], [[1.0, 1.0]] * 2):
+    for bad in ([1.0], [1.0, 0.0], [1.0, -2.0], [[1.0, 1.0]] * 2, [np.nan, 1.0]):
         with pytest.raises(CouplerError, match=r"^sigma must be 2 positive values \(one per "
                                                r"observation \['a', 'b'\]\)$"):
             Coupler(ens, None, sigma=bad)
@@ -380,8 +386,8 @@ def test_retrain_rebuilds_the_surrogate_from_the_enriched_store(world, tmp_path)
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     model = NumpyFEM(fem)
-    cp = Coupler(coarse, model, sigma=np.array([1e-9]), tol=0.1, store=copy, index_base=500,
-                 run_id="rt")
+    cp = Coupler(coarse, model, sigma=np.array([1e-9]), tol=0.3, store=copy, index_base=500,
+                 run_id="rt", reduced_basis=False, enrich=False)
     n0 = len(SnapshotStore(copy).committed_indices())
     cp.evaluate(np.array([0.3, 0.5, 0.7, 0.2]))
     assert cp.committed == [500]
@@ -389,6 +395,11 @@ def test_retrain_rebuilds_the_surrogate_from_the_enriched_store(world, tmp_path)
     assert cp.surrogate is sur and sur.kind == "galerkin"
     assert len(SnapshotStore(copy).committed_indices()) == n0 + 1
     assert cp.index_base == 501 and cp.run_id == "rt" and cp.store == copy
+    assert cp.fem is model and cp.sigma.tolist() == [1e-9] and cp.tol == 0.3
+    assert cp.use_rb is False and cp.enrich is False
     assert cp.n_queries == 0 and cp.committed == []            # a fresh coupler
     sur2 = cp.retrain(BuildOptions(kind="galerkin", modes=1))
     assert sur2.modes.shape[0] == 1 and cp.surrogate is sur2
+    cp.index_base = None
+    cp.retrain()
+    assert cp.index_base is None
