@@ -117,7 +117,8 @@ def test_the_adapted_covariance_is_proportional_to_the_posterior():
             st["kernel"], st["adapt"], st["ranks"]) == (20, 3000, 2, 1, 25, "rw",
                                                         "covariance", 1)
     assert st["target_accept"] == 0.31 and st["posterior"] == post.describe()
-    assert res.settings["adaptation"].startswith("burn-in only, then frozen: global scale +")
+    assert res.settings["adaptation"] == ("burn-in only, then frozen: global scale + empirical "
+                                          "covariance shrunk toward Σ₀")
     # shrinkage default: 10·P pseudo-observations
     assert sample(post, x0=m, n_samples=5, burn_in=0, chains=1).settings["shrinkage"] == 30.0
 
@@ -257,6 +258,7 @@ def test_delayed_acceptance_counts_every_model_evaluation():
     assert d["counts"]["cheap"] == c["n_cheap"].sum()
     assert d["counts"]["expensive"] == c["n_expensive"].sum()
     assert d["counts"]["per_chain"]["accepted"] == c["accepted"].tolist()
+    assert all(type(v) is int for v in d["counts"]["per_chain"]["rank_fallbacks"])
     assert d["draws_per_chain"] == 150 and d["thin"] == 2 and d["burn_in"] == 50
     assert d["expensive_per_effective_sample"] == pytest.approx(
         c["n_expensive"].sum() / d["min_ess"])
