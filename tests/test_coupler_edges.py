@@ -403,3 +403,6 @@ def test_retrain_rebuilds_the_surrogate_from_the_enriched_store(world, tmp_path)
     cp.index_base = None
     cp.retrain()
     assert cp.index_base is None
+    with_rb = Coupler(coarse, model, sigma=np.array([1e-9]), store=copy)
+    with_rb.retrain()
+    assert with_rb.use_rb is True and with_rb.enrich is True
