@@ -105,7 +105,7 @@ class Coupler:
             index = dict(zip(sigma.names, sigma.sigma, strict=True))
             sigma = [index.get(n, np.inf) for n in self.names]   # unobserved: never binding
         self.sigma = np.asarray(sigma, dtype=float).reshape(-1)
-        if self.sigma.shape != (len(self.names),) or np.any(self.sigma <= 0):
+        if self.sigma.shape != (len(self.names),) or not np.all(self.sigma > 0):
             raise CouplerError(f"sigma must be {len(self.names)} positive values (one per "
                                f"observation {self.names})")
         if not (np.isfinite(tol) and tol > 0):

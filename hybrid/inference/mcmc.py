@@ -119,7 +119,7 @@ class MCMCResult:
         """What makes these draws untrustworthy, one line each (empty when none is seen).
 
         A chain that never moved in the sampling phase, a frozen proposal that lost rank
-        (eigenvalue ratio below 1e-12), R̂ > 1.01 and a bulk ESS below 100 per chain
+        (eigenvalue ratio at most 1e-12), R̂ > 1.01 and a bulk ESS below 100 per chain
         (Vehtari et al. 2021) are reported; :meth:`to_dict` carries them as ``warnings``.
         """
         out = []

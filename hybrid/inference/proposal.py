@@ -74,7 +74,7 @@ def check_spd(cov: np.ndarray, what: str) -> np.ndarray:
     d = np.diag(L)
     if d.min() <= 1e-12 * d.max():
         raise InferenceError(f"{what}: the covariance is numerically singular "
-                             f"(condition number > 1e24)")
+                             f"(condition number >= 1e24)")
     return L
 
 
@@ -100,7 +100,8 @@ def laplace_proposal(posterior: Posterior, mu, J: np.ndarray | None = None) -> L
     H = 0.5 * (H + H.T)
     ev, V = np.linalg.eigh(H)
     if not np.all(np.isfinite(ev)) or ev[0] <= 1e-12 * max(ev[-1], 1e-300):
-        # an unbounded coordinate the data and a flat prior leave free: unit scale there
+        # a coordinate the data and a flat prior leave free (unbounded): floor the precision
+        # at 1e-12 of the largest, so its proposal is wide but finite
         ev = np.maximum(ev, max(ev[-1], 1.0) * 1e-12)
     Cw = (V / ev) @ V.T
     s = np.sqrt(np.diag(Cw))
