@@ -270,6 +270,9 @@ def write_static(target: Path, s: StaticData, *, fingerprint: dict | None = None
     ``fingerprint`` (the case's, JSON) is kept as an attribute, so that a store whose
     manifest was lost still knows which case made it (:func:`static_fingerprint`).
     """
+    if (s.observation_affine is None) != (s.observation_affine_f is None):
+        raise StoreError(f"{target}: observation_affine and observation_affine_f must be "
+                         "given together (the μ-dependent observation rows and offsets)")
     with h5_atomic(target) as f:
         if fingerprint is not None:
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)

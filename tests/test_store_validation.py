@@ -248,3 +248,14 @@ def test_store_lock_excludes_a_second_writer_and_times_out(tmp_path):
         order.append("first")
     t.join()
     assert order == ["first", "second"]                 # the waiter got it after release
+
+
+def test_only_one_of_the_two_affine_observation_sets_is_refused(tmp_path):
+    import dataclasses
+
+    st = _static()
+    rows = sp.csr_matrix(np.ones((2, N)))
+    for half in ({"observation_affine": rows}, {"observation_affine_f": np.ones((1, 1))}):
+        with pytest.raises(StoreError, match="must be given together"):
+            write_static(tmp_path / "x.h5", dataclasses.replace(st, **half))
+        assert not (tmp_path / "x.h5").exists()
