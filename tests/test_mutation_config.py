@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = tomllib.loads((ROOT / "tests" / "mutation.toml").read_text())
 CORE = {"store", "case", "parameters", "pod", "reductor", "artifact", "posterior", "mcmc",
-        "diagnostics", "coupler", "proposal"}
+        "diagnostics", "coupler", "proposal", "theta", "analysis"}
 
 
 def driver():
