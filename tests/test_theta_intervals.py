@@ -217,3 +217,29 @@ def test_affine_coefficients_from_a_record():
                                          n_params=2)
     with pytest.raises(ThetaError, match=r"theta_f\[0\]"):
         T.AffineCoefficients([U], [{"cos": U}])
+
+
+def test_constant_subtrees_and_constant_bases_evaluate_exactly():
+    mu = np.array([[0.5, 2.0], [1.5, 3.0]])
+    assert T.evaluate({"pow": [2.0, 3.0]}, mu).tolist() == [8.0, 8.0]
+    assert T.evaluate({"exp": 0.0}, mu).tolist() == [1.0, 1.0]
+    assert T.evaluate({"sqrt": 9.0}, mu[0]) == 3.0
+    np.testing.assert_allclose(T.evaluate({"pow": [2.0, U]}, mu), 2.0 ** mu[:, 0], rtol=1e-15)
+    t = torch.tensor(mu, requires_grad=True)
+    out = T.evaluate({"pow": [2.0, U]}, t)                   # constant base, tensor exponent
+    assert out.dtype == torch.float64
+    out.sum().backward()
+    np.testing.assert_allclose(t.grad.numpy()[:, 0], np.log(2.0) * 2.0 ** mu[:, 0],
+                               rtol=1e-14)
+    np.testing.assert_array_equal(T.evaluate({"pow": [2.0, 3.0]}, t).detach().numpy(), [8, 8])
+    with pytest.raises(ThetaError, match="uses μ_2 but μ has 2 components"):
+        T.evaluate({"mu": 2}, mu)
+
+
+def test_integer_powers_at_zero_endpoints():
+    _tight(T.interval({"pow": [U, 2]}, [0.0], [3.0]), (0.0, 9.0))
+    _tight(T.interval({"pow": [U, 2]}, [-3.0], [0.0]), (0.0, 9.0))
+    _tight(T.interval({"pow": [U, 0]}, [0.0], [3.0]), (1.0, 1.0))
+    a, b = T.interval({"pow": [U, -1]}, [0.0], [1.0])        # 1/x on [0, 1]: unbounded
+    assert not T.prove_positive({"pow": [U, -1]}, [-1.0], [1.0])
+    assert b == math.inf or math.isnan(b) or math.isnan(a)
