@@ -331,7 +331,8 @@ def _functions(F: ufl.Form) -> list[fem.Function]:
     return [c for c in F.coefficients() if isinstance(c, fem.Function)]
 
 
-def _assemble_vec(form: fem.Form, b: PETSc.Vec) -> PETSc.Vec:
+def assemble_into(form: fem.Form, b: PETSc.Vec) -> PETSc.Vec:
+    """Assemble ``form`` into ``b`` (zeroed first) and accumulate its ghost contributions."""
     with b.localForm() as bl:
         bl.set(0.0)
     fem_petsc.assemble_vector(b, form)
@@ -379,9 +380,9 @@ def reassembly_error(F: ufl.Form, terms: Sequence[AffineTerm], u: fem.Function, 
                 f.x.scatter_forward()
             for w, t in zip(weights, terms, strict=True):
                 w.value = float(th.evaluate(t.theta, m))
-            _assemble_vec(F_c, b_F)
+            assemble_into(F_c, b_F)
             if G_c is not None:
-                _assemble_vec(G_c, b_G)
+                assemble_into(G_c, b_G)
             else:
                 b_G.set(0.0)
             ref = b_F.norm()

@@ -33,23 +33,12 @@ from petsc4py import PETSc
 
 from hybrid.case import Case
 from hybrid.errors import ModelError
-from hybrid.fem.analysis import analyse, at_zero, parameter_derivatives
+from hybrid.fem.analysis import analyse, assemble_into, at_zero, parameter_derivatives
 from hybrid.fem.discretisation import Discretisation
 from hybrid.fem.mesh import build_mesh
 from hybrid.fem.ordering import StoreOrdering
 from hybrid.fem.solver import SolveResult
 from hybrid.store import StaticData
-
-_CELL_TYPES = {"triangle": "triangle", "quadrilateral": "quad", "tetrahedron": "tetra",
-               "hexahedron": "hexahedron", "interval": "line"}
-
-
-def _assembled(form: fem.Form, b: PETSc.Vec) -> PETSc.Vec:
-    with b.localForm() as bl:
-        bl.set(0.0)
-    fem_petsc.assemble_vector(b, form)
-    b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-    return b
 
 
 class ModelProblem:
@@ -123,20 +112,11 @@ class ModelProblem:
 
     def observation_rows(self) -> np.ndarray | None:
         """(n_obs, N) rows L with y = L u in store ordering, on root (None elsewhere)."""
-        from hybrid.fem.observations import box_average_rows, point_rows
+        from hybrid.fem.observations import observation_rows
 
         if self._obs is None:
-            ob = self.case.observations
-            sensors = ob.sensors()
-            parts = []
-            if sensors:
-                pts = np.array([p for _, p in sensors], dtype=float)
-                parts.append(point_rows(self.V, self.ordering, pts, f"{self.case.path}"))
-            if ob.averages:
-                parts.append(box_average_rows(self.V, self.ordering, list(ob.averages.values())))
-            root = self.comm.rank == self.ordering.root
-            self._obs = (np.vstack(parts) if parts else np.zeros((0, self.ordering.n_global))) \
-                if root else np.zeros((0, 0))
+            self._obs = observation_rows(self.V, self.ordering, self.case.observations,
+                                         f"{self.case.path}")
         return self._obs if self.comm.rank == self.ordering.root else None
 
     def observation_operator(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -182,20 +162,7 @@ class ModelProblem:
         o = self.ordering
         u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
 
-        def mat(form):
-            A = fem_petsc.assemble_matrix(fem.form(form))
-            A.assemble()
-            out = o.gather_matrix(A)
-            A.destroy()
-            return out
-
-        def vec(form):
-            b = fem_petsc.assemble_vector(fem.form(form))
-            b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-            out = o.gather_vector(b)
-            b.destroy()
-            return out
-
+        mat, vec = o.assemble_matrix, o.assemble_vector
         dx = ufl.dx(domain=self.mesh)
         mass = mat(u * v * dx)
         stiffness = mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * dx)
@@ -226,7 +193,7 @@ class ModelProblem:
         return StaticData(
             points=o.points,
             cells=cells,
-            cell_type=_CELL_TYPES[self.mesh.topology.cell_name()],
+            cell_type=o.cell_type,
             mass=mass,
             stiffness=stiffness,
             dirichlet_dofs=dirichlet,
@@ -265,7 +232,7 @@ class ModelProblem:
             if form is None:   # F does not depend on μ_q
                 out.append(np.zeros(n))
                 continue
-            _assembled(form, b)
+            assemble_into(form, b)
             fem_petsc.set_bc(b, self.bcs, alpha=0.0)
             ksp.solve(b, du.x.petsc_vec)
             du.x.scatter_forward()

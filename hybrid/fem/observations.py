@@ -136,3 +136,24 @@ def flux_weight(V: fem.FunctionSpace, boundary_dofs: np.ndarray, sides: list[str
     g.x.array[:] = 0.0
     g.x.array[bd] = np.where(counts > 0, mine / np.maximum(counts, 1), 0.0)
     return g
+
+
+def observation_rows(V: fem.FunctionSpace, ordering: StoreOrdering, observations, where: str,
+                     ) -> np.ndarray:
+    """(n_obs, N) rows L of the μ-independent observations, y = L u, on the ordering's root.
+
+    Point sensors, then box averages, then a zero row per boundary flux (its μ-dependent
+    part lives elsewhere); the other ranks get a (0, 0) array. Collective.
+    """
+    sensors = observations.sensors()
+    parts = []
+    if sensors:
+        pts = np.array([p for _, p in sensors], dtype=float)
+        parts.append(point_rows(V, ordering, pts, where))
+    if observations.averages:
+        parts.append(box_average_rows(V, ordering, list(observations.averages.values())))
+    if ordering.comm.rank != ordering.root:
+        return np.zeros((0, 0))
+    if observations.fluxes:
+        parts.append(np.zeros((len(observations.fluxes), ordering.n_global)))
+    return np.vstack(parts) if parts else np.zeros((0, ordering.n_global))

@@ -15,6 +15,10 @@ import scipy.sparse as sp
 from dolfinx import fem
 from petsc4py import PETSc
 
+CELL_TYPES = {"triangle": "triangle", "quadrilateral": "quad", "tetrahedron": "tetra",
+              "hexahedron": "hexahedron", "interval": "line"}
+"""DOLFINx cell names → meshio names."""
+
 
 class StoreOrdering:
     """Gather distributed DOF data to ``root`` in store ordering (collective on V's comm)."""
@@ -93,6 +97,31 @@ class StoreOrdering:
     def gather_vector(self, b: PETSc.Vec) -> np.ndarray | None:
         """Gather an assembled (ghost-accumulated) PETSc vector to root in store ordering."""
         return self.gather(b.getArray(readonly=True))
+
+    def assemble_matrix(self, form) -> sp.csr_matrix | None:
+        """Assemble a bilinear UFL form on V and gather it to root in store ordering."""
+        from dolfinx.fem import petsc as fem_petsc
+
+        A = fem_petsc.assemble_matrix(fem.form(form))
+        A.assemble()
+        out = self.gather_matrix(A)
+        A.destroy()
+        return out
+
+    def assemble_vector(self, form) -> np.ndarray | None:
+        """Assemble a linear UFL form on V (ghosts accumulated) and gather it to root."""
+        from dolfinx.fem import petsc as fem_petsc
+
+        b = fem_petsc.assemble_vector(fem.form(form))
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        out = self.gather_vector(b)
+        b.destroy()
+        return out
+
+    @property
+    def cell_type(self) -> str:
+        """The mesh's cell type by its meshio name (for the store's static.h5)."""
+        return CELL_TYPES[self.V.mesh.topology.cell_name()]
 
     def gather_index_set(self, local_dofs: np.ndarray) -> np.ndarray | None:
         """Gather a set of owned local DOF indices to root as sorted store indices."""

@@ -116,21 +116,7 @@ class ThermalBlockProblem:
         u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
         dxb = ufl.Measure("dx", domain=self.mesh, subdomain_data=self.cell_tags)
 
-        def mat(form):
-            A = fem_petsc.assemble_matrix(fem.form(form))
-            A.assemble()
-            out = o.gather_matrix(A)
-            A.destroy()
-            return out
-
-        def vec(form):
-            b = fem_petsc.assemble_vector(fem.form(form))
-            b.ghostUpdate(addv=fem_petsc.PETSc.InsertMode.ADD,
-                          mode=fem_petsc.PETSc.ScatterMode.REVERSE)
-            out = o.gather_vector(b)
-            b.destroy()
-            return out
-
+        mat, vec = o.assemble_matrix, o.assemble_vector
         mass = mat(u * v * ufl.dx)
         stiffness = mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
         affine_a = [mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * dxb(k)) for k in range(self.B**2)]
@@ -142,13 +128,10 @@ class ThermalBlockProblem:
         cells = o.gather_cells()
         if self.comm.rank != o.root:
             return None
-        cell_type = {"triangle": "triangle", "quadrilateral": "quad",
-                     "tetrahedron": "tetra", "hexahedron": "hexahedron"}[
-            self.mesh.topology.cell_name()]
         return StaticData(
             points=o.points,
             cells=cells,
-            cell_type=cell_type,
+            cell_type=o.cell_type,
             mass=mass,
             stiffness=stiffness,
             dirichlet_dofs=dirichlet,
@@ -167,24 +150,11 @@ class ThermalBlockProblem:
         averages; boundary fluxes (affine in μ) have zero rows here — see
         :meth:`observation_affine` and :meth:`observation_operator`.
         """
-        from hybrid.fem.observations import box_average_rows, point_rows
+        from hybrid.fem.observations import observation_rows
 
         if self._obs is None:
-            ob = self.case.observations
-            sensors = ob.sensors()
-            parts = []
-            if sensors:
-                pts = np.array([p for _, p in sensors], dtype=float)
-                parts.append(point_rows(self.V, self.ordering, pts, f"{self.case.path}"))
-            if ob.averages:
-                parts.append(box_average_rows(self.V, self.ordering, list(ob.averages.values())))
-            if ob.fluxes and self.comm.rank == self.ordering.root:
-                parts.append(np.zeros((len(ob.fluxes), self.ordering.n_global)))
-            if self.comm.rank == self.ordering.root:
-                self._obs = (np.vstack(parts) if parts
-                             else np.zeros((0, self.ordering.n_global)))
-            else:
-                self._obs = np.zeros((0, 0))
+            self._obs = observation_rows(self.V, self.ordering, self.case.observations,
+                                         f"{self.case.path}")
         return self._obs if self.comm.rank == self.ordering.root else None
 
     def _fluxes(self) -> list[tuple[fem.Function, fem.Form]]:
