@@ -293,18 +293,10 @@ def test_surrogate_only_and_metropolis_count_one_model_each():
 
 
 def _one_d_failing(below=0.3):
-    space = ParameterSpace((Parameter("k", 0.0, 1.0),))
-    data = Observations(("y",), [0.5], 0.1)
-    calls = {"n": 0}
+    """The 1-D posterior of test_sampler with a model that fails (NaN) for μ < ``below``."""
+    from .test_sampler import _one_d
 
-    def model(x):
-        x = np.atleast_2d(x)
-        calls["n"] += len(x)
-        out = x[:, :1].copy()
-        out[x[:, 0] < below] = np.nan
-        return out
-
-    return Posterior(ForwardModel(model, batched=True), data, space), calls
+    return _one_d(fail_below=below)
 
 
 def test_dispersed_starts_are_redrawn_where_the_model_fails():
