@@ -115,6 +115,11 @@ class Discretisation:
             return SolveResult(False, "NaN or Inf in solution", its)
         return SolveResult(True, name, its)
 
+    @property
+    def linear_ksp(self) -> PETSc.KSP | None:
+        """The KSP of a linear F's solve (its operator is J = a at the last solved μ)."""
+        return self._linear.ksp if self._linear is not None else None
+
     def qoi(self) -> dict[str, float]:
         """The QoIs of the current solution (the same on all ranks)."""
         comm = self.u.function_space.mesh.comm

@@ -13,11 +13,13 @@ and gives campaigns, :class:`hybrid.fem.model.FEMModel` and ``hybrid solve`` wha
   rows, and — for a linear F with a checked affine decomposition
   F = Σ_q θ_q(μ) (a_q(u, v) − f_q(v)) (:func:`hybrid.fem.analysis.affine_decomposition`) —
   the matrices A_q and vectors f_q, with θ_q as data in :meth:`model_record`;
-- Jacobians by the tangent-linear model: differentiating F(u(μ); μ) = 0 gives
+- Jacobians (:mod:`hybrid.fem.tangent`): differentiating F(u(μ); μ) = 0 gives
 
       J(u) δu_q = −∂F/∂μ_q,   J = ∂F/∂u at the converged u,   δu_q = 0 on the Dirichlet boundary
 
-  (one factorisation of J, P back-substitutions); dy/dμ_q = L δu_q, dq/dμ_q = l·δu_q.
+  and dy_i/dμ_q = l_i·δu_q, or by the adjoint Jᵀλ_i = l_i, dy_i/dμ_q = −λ_i·∂F/∂μ_q —
+  whichever needs fewer solves, min(P, m), on one factorisation of J (for a linear F with a
+  direct solver, the solve's own).
 
 All methods are collective on ``comm``.
 """
@@ -33,7 +35,7 @@ from petsc4py import PETSc
 
 from hybrid.case import Case
 from hybrid.errors import ModelError
-from hybrid.fem.analysis import analyse, assemble_into, at_zero, parameter_derivatives
+from hybrid.fem.analysis import analyse, at_zero
 from hybrid.fem.discretisation import Discretisation
 from hybrid.fem.mesh import build_mesh
 from hybrid.fem.ordering import StoreOrdering
@@ -203,65 +205,63 @@ class ModelProblem:
             observation_functionals=obs,
         )
 
-    # ---------------------------------------------------------------- tangent-linear model
-    def _tangents(self) -> list[np.ndarray]:
-        """Owned parts of δu_q, q < P, at the current solution (module docstring).
+    # ---------------------------------------------------------------- derivatives
+    def sensitivity(self):
+        """The :class:`hybrid.fem.tangent.Sensitivity` of this problem (made once).
 
-        J(u) is assembled with the Dirichlet rows and columns replaced by the identity and
-        factorised by MUMPS once; ∂F/∂μ_q is zero on the Dirichlet DOFs (δu_q = 0 there).
+        For a linear F solved by a direct KSP, the solve's own factors of J are reused;
+        otherwise J is assembled and set up once per state with the solver's KSP/PC options.
         """
+        from hybrid.fem.tangent import Sensitivity, is_direct, linear_options
+
         if self._tl is None:
-            dF = parameter_derivatives(self.pb.F, self.mu)
-            forms = [fem.form(-f) if not f.empty() else None for f in dF]
-            Jf = fem.form(self.disc.J)
-            A = fem_petsc.create_matrix(Jf)
-            ksp = PETSc.KSP().create(self.comm)
-            ksp.setType("preonly")
-            ksp.getPC().setType("lu")
-            ksp.getPC().setFactorSolverType("mumps")
-            b = fem_petsc.create_vector(self.V)
-            self._tl = (forms, Jf, A, ksp, b, fem.Function(self.V))
-        forms, Jf, A, ksp, b, du = self._tl
-        A.zeroEntries()
-        fem_petsc.assemble_matrix(A, Jf, bcs=self.bcs)
-        A.assemble()
-        ksp.setOperators(A)
-        n = self.V.dofmap.index_map.size_local
-        out = []
-        for form in forms:
-            if form is None:   # F does not depend on μ_q
-                out.append(np.zeros(n))
-                continue
-            assemble_into(form, b)
-            fem_petsc.set_bc(b, self.bcs, alpha=0.0)
-            ksp.solve(b, du.x.petsc_vec)
-            du.x.scatter_forward()
-            out.append(du.x.array[:n].copy())
-        return out
+            opts = linear_options(self.disc.options)
+            reuse = self.disc.linear_ksp if self.linear and is_direct(opts) else None
+            self._tl = Sensitivity(self.pb.F, self.u, self.mu, self.bcs, options=opts,
+                                   reuse=reuse)
+        return self._tl
 
-    def observation_jacobian(self, mu: np.ndarray) -> np.ndarray:
-        """dy/dμ (m, P) at the current solution (solved at ``mu``); on every rank."""
-        rows = self.observation_rows()
-        P = len(self.mu)
-        J = np.zeros((rows.shape[0], P)) if rows is not None else None
-        for q, du in enumerate(self._tangents()):
-            g = self.ordering.gather(du)
-            if J is not None:
-                J[:, q] = rows @ g
-        return self.comm.bcast(J, root=self.ordering.root)
+    def _at(self, mu: np.ndarray) -> None:
+        """Make the current state the solution at ``mu`` (solve only if μ differs)."""
+        mu = np.asarray(mu, dtype=float)
+        if not np.array_equal(self.mu.values_array(), mu):
+            res = self.solve(mu)
+            if not res.ok:
+                from hybrid.errors import SolveFailed
 
-    def qoi_jacobian(self, mu: np.ndarray) -> np.ndarray:
-        """dq/dμ (n_qoi, P) at the current solution: l·δu_q; on every rank."""
-        ls = list(self.qoi_vectors().values())
-        tl = self._tangents()
-        J = np.array([[l_vec @ du for du in tl] for l_vec in ls]).reshape(len(ls), len(tl))
-        return self.comm.allreduce(J)
+                raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: "
+                                  f"{res.reason}")
+
+    def _tangents(self) -> list[np.ndarray]:
+        """Owned parts of δu_q, q < P, at the current solution: J δu_q = −∂F/∂μ_q."""
+        return self.sensitivity().tangents()
+
+    def _observation_rows_owned(self) -> list[np.ndarray]:
+        """Owned parts of the observation rows l_i (scattered from root once)."""
+        if getattr(self, "_obs_owned", None) is None:
+            rows = self.observation_rows()
+            m = self.comm.bcast(rows.shape[0] if rows is not None else 0,
+                                root=self.ordering.root)
+            self._obs_owned = [self.ordering.scatter(rows[i] if rows is not None else None)
+                               for i in range(m)]
+        return self._obs_owned
+
+    def observation_jacobian(self, mu: np.ndarray, mode: str = "auto") -> np.ndarray:
+        """dy/dμ (m, P) at the solution at ``mu``; on every rank.
+
+        Tangent-linear (P solves) or adjoint (m solves), whichever is fewer, on one
+        factorisation of J (:mod:`hybrid.fem.tangent`); ``mode`` forces one.
+        """
+        self._at(mu)
+        return self.sensitivity().jacobian(self._observation_rows_owned(), mode)
+
+    def qoi_jacobian(self, mu: np.ndarray, mode: str = "auto") -> np.ndarray:
+        """dq/dμ (n_qoi, P) at the solution at ``mu``: l·δu_q or −λᵀ∂F/∂μ; on every rank."""
+        self._at(mu)
+        return self.sensitivity().jacobian(list(self.qoi_vectors().values()), mode)
 
     def destroy(self) -> None:
         self.disc.destroy()
         if self._tl is not None:
-            _, _, A, ksp, b, _ = self._tl
-            ksp.destroy()
-            A.destroy()
-            b.destroy()
+            self._tl.destroy()
             self._tl = None
