@@ -147,6 +147,31 @@ class FEMModel:
     def close(self) -> None:
         self.problem.destroy()
 
+    @property
+    def has_indicator(self) -> bool:
+        """Whether the problem offers the residual indicator (plug-in models)."""
+        return callable(getattr(self.problem, "indicator", None))
+
+    def indicator(self, mu: np.ndarray, field: np.ndarray | None,
+                  inner_product: str = "h1") -> float:
+        """The residual indicator η(μ) = ‖F(ũ; μ)‖_{X'} of a field ũ in store ordering.
+
+        One residual assembly and one back-substitution with X factorised once
+        (:mod:`hybrid.fem.indicator`); not a bound. ``field`` is read on the root rank.
+        Collective on ``comm``; η is on every rank. Counted in ``n_indicators`` and
+        ``indicator_time``.
+        """
+        if not self.has_indicator:
+            from hybrid.errors import HybridError
+
+            raise HybridError("this model has no residual indicator (plug-in models only)")
+        t0 = time.perf_counter()
+        mu = self._same_mu(mu)
+        eta = self.problem.indicator(mu, field if self.comm.rank == 0 else None, inner_product)
+        self.n_indicators = getattr(self, "n_indicators", 0) + 1
+        self.indicator_time = getattr(self, "indicator_time", 0.0) + time.perf_counter() - t0
+        return eta
+
     def qoi_jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """QoIs q(μ) and their Jacobian dq/dμ (q, P) by the tangent-linear model.
 

@@ -260,8 +260,34 @@ class ModelProblem:
         self._at(mu)
         return self.sensitivity().jacobian(list(self.qoi_vectors().values()), mode)
 
+    # ---------------------------------------------------------------- residual indicator
+    def residual_indicator(self, inner_product: str = "h1"):
+        """The :class:`hybrid.fem.indicator.ResidualIndicator` in ``inner_product``.
+
+        Made once per inner product: X₀ is factorised at the first call.
+        """
+        from hybrid.fem.indicator import ResidualIndicator
+
+        cache = self.__dict__.setdefault("_indicators", {})
+        if inner_product not in cache:
+            cache[inner_product] = ResidualIndicator(self.pb.F, self.u, self.mu, self.bcs,
+                                                     inner_product)
+        return cache[inner_product]
+
+    def indicator(self, mu: np.ndarray, field: np.ndarray | None,
+                  inner_product: str = "h1") -> float:
+        """η(μ) = ‖F(ũ; μ)‖_{X'} of a field ũ in store ordering; on every rank.
+
+        ``field`` is read on root (None elsewhere); its Dirichlet values are replaced by
+        the model's.
+        """
+        owned = self.ordering.scatter(field)
+        return self.residual_indicator(inner_product)(mu, owned)
+
     def destroy(self) -> None:
         self.disc.destroy()
         if self._tl is not None:
             self._tl.destroy()
             self._tl = None
+        for ind in self.__dict__.pop("_indicators", {}).values():
+            ind.destroy()
