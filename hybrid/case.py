@@ -110,6 +110,24 @@ class OutputsSection(BaseModel):
     qoi: list[str] = Field(default_factory=lambda: ["mean"])
 
 
+class CouplerSection(BaseModel):
+    """[coupler]: what the coupler may trust besides the FEM (hybrid/coupler.py).
+
+    ``trust = "bound"`` (default): certified residual bounds of affine models (or an
+    ensemble's spread); any other model is answered by the FEM. ``trust = "indicator"``
+    opts in to the FEM residual indicator η = ‖F(ũ; μ)‖_{X'} of non-affine or nonlinear
+    models — not a bound; answers are labelled uncertified. ``tol`` (default: ``--tol``) is
+    the acceptance threshold in noise standard deviations; ``holdout`` is where the
+    indicator's effectivity is measured: ``"store"`` (the surrogate's validation snapshots)
+    or a number of fresh FEM solves at set-up.
+    """
+
+    model_config = _STRICT
+    trust: Literal["bound", "indicator"] = "bound"
+    tol: float | None = Field(None, gt=0, allow_inf_nan=False)
+    holdout: Literal["store"] | Annotated[int, Field(ge=1)] = "store"
+
+
 #: Sides of the unit square/cube a boundary flux can be taken through (x0: x = 0, x1: x = 1, …).
 SIDES = ("x0", "x1", "y0", "y1", "z0", "z1")
 
@@ -193,6 +211,7 @@ class CaseFile(BaseModel):
     solver: SolverSection = Field(default_factory=SolverSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     observations: ObservationsSection = Field(default_factory=ObservationsSection)
+    coupler: CouplerSection = Field(default_factory=CouplerSection)
 
 
 @dataclass
@@ -211,6 +230,7 @@ class Case:
     store: Path
     qoi: list[str] = field(default_factory=list)
     observations: ObservationsSection = field(default_factory=ObservationsSection)
+    coupler: CouplerSection = field(default_factory=CouplerSection)
 
     def fingerprint(self) -> dict:
         """The parts of the case that make two stores' snapshots comparable.
@@ -316,6 +336,7 @@ def parse_case(text: str, path: Path) -> Case:
         store=Path(cf.outputs.store or f"runs/{name}/store"),
         qoi=list(cf.outputs.qoi),
         observations=cf.observations,
+        coupler=cf.coupler,
     )
     for key, problem in spec.check_consistency(case):
         raise CaseError(f"{path}: {key}: {problem}")

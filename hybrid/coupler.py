@@ -23,6 +23,21 @@ log-likelihood it can cause is bounded by Σ_i (|r_i| + tol/2) tol with r_i the 
 residuals. Models without an affine decomposition use the spread of an ensemble surrogate
 (an indicator, not a bound) in place of δ_i, and have no reduced-basis level.
 
+**The residual indicator (opt-in).** For a nonlinear or non-affine plug-in model there is no
+bound. With ``trust="indicator"`` (case file: ``[coupler] trust = "indicator"``) the coupler
+uses the FEM residual of the surrogate's field ũ, η(μ) = ‖F(ũ; μ)‖_{X'}
+(:mod:`hybrid.fem.indicator`; one assembly and one back-substitution, X the POD inner
+product of the surrogate), with the effectivity ε_s = η(μ_s)/‖u_h(μ_s) − ũ(μ_s)‖_X measured
+at set-up on held-out snapshots: the surrogate's validation split of the store (samples not
+used to fit the POD basis or the network weights; ``holdout="store"``, the default) or N fresh
+FEM solves at scrambled Sobol points (``holdout=N``; not committed to the store). The error
+of observation i is then *estimated* as δ_i = ν_i η(μ)/ε_min, ν_i = ‖l_i‖_{X'} and ε_min the
+smallest held-out effectivity, and the answer is accepted when max_i δ_i/σ_i ≤ tol. It is not
+a bound: such answers are labelled ``certified=False, basis="indicator"`` in the answers, the
+switch records and :meth:`Coupler.report` (which gives the effectivity's min/median/max).
+Without the opt-in, a model with neither a bound nor an ensemble is answered by the FEM at
+every query.
+
 **MPI.** The FEM runs on the communicator of the :class:`~hybrid.fem.model.FEMModel` (it is
 collective there). Every rank of that communicator must call :meth:`Coupler.observe` with
 the same μ; the decision is made on its root and broadcast, and so are the answer and the
@@ -44,6 +59,7 @@ from hybrid.errors import HybridError, SolveFailed
 log = logging.getLogger("hybrid.coupler")
 
 LEVELS = ("surrogate", "reduced-basis", "fem")
+TRUST = ("bound", "indicator")
 
 
 class CouplerError(HybridError):
@@ -61,6 +77,10 @@ class Answer:
     """Certified error of the answer in noise standard deviations (0 for the FEM)."""
     etas: dict[str, float] = field(default_factory=dict)
     """η of every level that was asked."""
+    certified: bool = True
+    """Whether ``eta`` is a rigorous bound (or the answer the FEM's)."""
+    basis: str = "fem"
+    """What the trust rests on: ``bound``, ``indicator``, ``ensemble`` or ``fem``."""
 
 
 @dataclass
@@ -87,12 +107,18 @@ class Coupler:
         enrich: add FEM snapshots to the reduced basis.
         index_base: first sample number for commits (disjoint per independent process).
         run_id: recorded with committed samples.
+        trust: ``"bound"`` (certified bounds, or an ensemble's spread; else FEM) or
+            ``"indicator"`` (opt-in: the FEM residual indicator of a non-affine model, see
+            the module docstring; needs ``fem`` with ``indicator`` and the store).
+        holdout: where the indicator's effectivity is measured: ``"store"`` (the
+            surrogate's validation snapshots) or a number of fresh FEM solves.
     """
 
     def __init__(self, surrogate, fem=None, *, sigma, tol: float = 0.1,
                  store: str | Path | None = None, static=None, reduced_basis: bool = True,
                  enrich: bool = True, index_base: int | None = None,
-                 run_id: str = "coupler"):
+                 run_id: str = "coupler", trust: str = "bound",
+                 holdout: str | int = "store"):
         from hybrid.surrogate.rb import ReducedBasis
 
         self.surrogate = surrogate
@@ -121,10 +147,21 @@ class Coupler:
             raise CouplerError("the coupler certifies point sensors and averages; boundary-"
                                "flux observations (affine in mu) are not supported by it yet "
                                "(use --stage2 fem or none)")
+        if trust not in TRUST:
+            raise CouplerError(f"trust must be one of {TRUST}, got {trust!r}")
+        self.trust = trust
+        self.holdout = holdout
         self.affine = surrogate.estimator is not None
         self.rb = None
         self.nu = None
-        if self.affine:
+        self.effectivity: dict | None = None
+        self.fem_only = False
+        if trust == "indicator":
+            if self.affine:
+                raise CouplerError("trust = 'indicator' is for models without a certified "
+                                   "bound; this surrogate has one (use trust = 'bound')")
+            self._setup_indicator(static)
+        elif self.affine:
             if static is None:
                 raise CouplerError("the coupler needs the store (static data) for the "
                                    "observation error bounds")
@@ -132,10 +169,18 @@ class Coupler:
                                    surrogate.estimator.mu_ref)
             self.nu = self.rb.obs_dual_norms
         elif surrogate.kind != "pod-nn" or surrogate.members < 2:
-            raise CouplerError("the coupler needs an error estimate: an affine model (residual "
-                               "bound) or an ensemble surrogate (train with --members >= 2)")
+            # no bound, no ensemble, no opt-in: every answer is the FEM's
+            if fem is None:
+                raise CouplerError("the coupler needs an error estimate: an affine model "
+                                   "(residual bound), an ensemble surrogate (train with "
+                                   "--members >= 2), the opted-in residual indicator "
+                                   "([coupler] trust = 'indicator') or a FEM model")
+            self.fem_only = True
+            log.info("coupler: no certified bound for this model and the residual indicator "
+                     "is not opted in ([coupler] trust = 'indicator'): every answer is FEM")
         self.use_rb = bool(reduced_basis and self.rb is not None)
-        self.use_surrogate = not (self.use_rb and surrogate.kind == "galerkin")
+        self.use_surrogate = not (self.use_rb and surrogate.kind == "galerkin") \
+            and not self.fem_only
         self.enrich = enrich
         self.run_id = run_id
         self.index_base = index_base
@@ -146,6 +191,7 @@ class Coupler:
         self.update_time = 0.0
         self.committed: list[int] = []
         self.switches: list[dict] = []
+        self.n_uncertified = 0
         self._last = None
         comm = getattr(fem, "comm", None)
         self._comm = comm if comm is not None and comm.size > 1 else None
@@ -156,6 +202,11 @@ class Coupler:
 
     def _surrogate(self, mu: np.ndarray) -> tuple[np.ndarray, float]:
         s = self.surrogate
+        if self.trust == "indicator":
+            c = s.predict(mu)
+            y = c @ s.observation_matrix.T
+            eta = self.fem.indicator(mu, s.reconstruct(c), self.inner_product)
+            return y, self._eta(self.nu * eta / self.effectivity["min"])
         if self.affine:
             c = s.predict(mu)
             y = c @ s.observation_matrix.T
@@ -192,21 +243,26 @@ class Coupler:
             y, eta = self._timed("surrogate", self._surrogate, mu)
             etas["surrogate"] = eta
             if eta <= self.tol:
-                answer = Answer(y, "surrogate", eta, etas)
+                basis = self.basis
+                answer = Answer(y, "surrogate", eta, etas, certified=basis == "bound",
+                                basis=basis)
         if answer is None and self.use_rb:
             y, eta = self._timed("reduced-basis", self._reduced_basis, mu)
             etas["reduced-basis"] = eta
             if eta <= self.tol:
-                answer = Answer(y, "reduced-basis", eta, etas)
+                answer = Answer(y, "reduced-basis", eta, etas, certified=True, basis="bound")
         if self._comm is not None:   # one decision for all ranks: the root's
             answer = self._comm.bcast(answer, root=0)
         if answer is None:
             answer = Answer(self._fem(mu), "fem", 0.0, etas)
         self.n_queries += 1
         self.answered_by[answer.source] += 1
+        if not answer.certified:
+            self.n_uncertified += 1
         if answer.source != self._last:
             self.switches.append({"mu": mu.tolist(), "source": answer.source, "etas": etas,
-                                  "query": self.n_queries})
+                                  "query": self.n_queries, "certified": answer.certified,
+                                  "basis": answer.basis})
             log.info("coupler: %s at mu=%s (eta %s, tol %g)", answer.source,
                      np.round(mu, 4).tolist(), {k: f"{v:.2g}" for k, v in etas.items()},
                      self.tol)
@@ -247,6 +303,91 @@ class Coupler:
         y = np.asarray(state.observations, dtype=float)
         return y[[fem_names.index(n) for n in self.names]] if fem_names != self.names else y
 
+    # ------------------------------------------------------------------ the indicator
+    @property
+    def basis(self) -> str:
+        """What a surrogate answer's trust rests on: bound, indicator, ensemble or fem."""
+        if self.fem_only:
+            return "fem"
+        if self.trust == "indicator":
+            return "indicator"
+        return "bound" if self.affine else "ensemble"
+
+    def _setup_indicator(self, static) -> None:
+        """X, the observation dual norms ν_i and the held-out effectivity (collective)."""
+        import scipy.sparse.linalg as spla
+
+        from hybrid.surrogate.reductor import free_dofs, inner_product
+
+        if self.fem is None or not getattr(self.fem, "has_indicator", False):
+            raise CouplerError("trust = 'indicator' needs the FEM model of a plug-in (it "
+                               "computes the residual of the surrogate's field)")
+        if static is None:
+            raise CouplerError("trust = 'indicator' needs the store (static data) for the "
+                               "inner product and the held-out snapshots")
+        ip = self.surrogate.meta.get("pod", {}).get("inner_product", "h1")
+        if ip not in ("h1", "h10", "l2"):
+            raise CouplerError(f"the residual indicator takes the h1, h10 or l2 inner "
+                               f"product; the surrogate's POD used {ip!r}")
+        self.inner_product = ip
+        self.X = inner_product(static, ip).tocsr()
+        F = free_dofs(self.X.shape[0], static.dirichlet_dofs)
+        lu = spla.splu(self.X[F][:, F].tocsc())
+        L = np.atleast_2d(static.observation_functionals)[:, F]     # (m, |F|), case order
+        self.nu = np.sqrt(np.maximum(np.einsum("ij,ji->i", L, lu.solve(L.T.copy())), 0.0))
+        mus, U = self._holdout_snapshots()
+        s = self.surrogate
+        eff = []
+        for m, u in zip(mus, U, strict=True):
+            ur = s.field(m, extrapolate=True)
+            e = u - ur
+            err = float(np.sqrt(max(e @ (self.X @ e), 0.0)))
+            eta = self.fem.indicator(m, ur, ip)
+            if err > 0:
+                eff.append(eta / err)
+        if not eff:
+            raise CouplerError("the indicator's effectivity could not be measured (no held-out "
+                               "snapshot with a nonzero surrogate error)")
+        eff = np.array(eff)
+        self.effectivity = {"min": float(eff.min()), "median": float(np.median(eff)),
+                            "max": float(eff.max()), "n": int(eff.size),
+                            "holdout": "store validation split" if self.holdout == "store"
+                            else f"{int(self.holdout)} fresh FEM solves (Sobol)",
+                            "inner_product": ip}
+        log.info("coupler: residual indicator opted in; effectivity on %d held-out "
+                 "snapshots min %.3g median %.3g max %.3g", eff.size, eff.min(),
+                 np.median(eff), eff.max())
+
+    def _holdout_snapshots(self) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, u_h) of the held-out snapshots (see ``holdout``)."""
+        s = self.surrogate
+        if self.holdout == "store":
+            from hybrid.store import SnapshotStore
+
+            path = self.store if self.store is not None else \
+                Path(s.meta.get("store", {}).get("path", ""))
+            vi = np.asarray(s.meta.get("store", {}).get("validation_indices", []), dtype=int)
+            if vi.size < 3 or not (Path(path) / "store.json").exists():
+                raise CouplerError("the surrogate's store has fewer than 3 validation "
+                                   "snapshots to measure the indicator's effectivity on; set "
+                                   "[coupler] holdout = N (N fresh FEM solves)")
+            mu, U = SnapshotStore(path).snapshots()
+            return mu[vi], U[vi]
+        n = int(self.holdout)
+        if n < 1:
+            raise CouplerError(f"holdout must be 'store' or a positive number, got {n}")
+        mus = s.space.sample(n, "sobol", 12345)
+        comm = getattr(self.fem, "comm", None)
+        U = []
+        for m in mus:
+            st = self.fem.solve(m, field=True)
+            if not st.ok:
+                raise SolveFailed(f"held-out FEM solve at mu={np.round(m, 6).tolist()} "
+                                  f"failed: {st.reason}")
+            U.append(comm.bcast(st.u, root=0) if comm is not None and comm.size > 1
+                     else st.u)
+        return mus, np.array(U)
+
     # ------------------------------------------------------------------ bookkeeping
     @property
     def n_fem(self) -> int:
@@ -254,8 +395,15 @@ class Coupler:
 
     def report(self) -> dict:
         """Counts, times and switches (JSON-able)."""
+        bound = {"bound": "residual (rigorous)", "ensemble": "ensemble spread (indicator)",
+                 "indicator": "FEM residual indicator ||F(u_r; mu)||_X' / min effectivity "
+                              "(opted in; not a bound)",
+                 "fem": "none: every answer is FEM (no bound; indicator not opted in)"}
         return {"tol": self.tol, "criterion": "max_i delta_i/sigma_i <= tol",
-                "bound": "residual (rigorous)" if self.affine else "ensemble spread (indicator)",
+                "trust": self.trust, "basis": self.basis, "bound": bound[self.basis],
+                "certified": self.basis in ("bound", "fem"),
+                "uncertified_answers": self.n_uncertified,
+                "effectivity": self.effectivity,
                 "levels": [lv for lv, on in zip(LEVELS, (self.use_surrogate, self.use_rb, True),
                                                 strict=True) if on],
                 "queries": self.n_queries,
@@ -283,7 +431,8 @@ class Coupler:
         opts = options or BuildOptions(kind=self.surrogate.kind)
         sur, _ = build_surrogate(self.store, opts)
         self.__init__(sur, self.fem, sigma=self.sigma, tol=self.tol, store=self.store,
-                      reduced_basis=self.use_rb, enrich=self.enrich,
+                      reduced_basis=self.use_rb, enrich=self.enrich, trust=self.trust,
+                      holdout=self.holdout,
                       index_base=None if self.index_base is None
                       else self.index_base + len(self.committed), run_id=self.run_id)
         return sur

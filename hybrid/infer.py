@@ -18,6 +18,9 @@ MAP with its Laplace covariance as the first proposal; stage 1 is the surrogate,
 
 * ``stage2="coupler"`` (default): the :class:`~hybrid.coupler.Coupler` — surrogate, reduced
   basis or FEM, whichever is certified to ``tol`` noise standard deviations (FEM-grade);
+  with ``[coupler] trust = "indicator"`` in the case, a nonlinear or non-affine model's
+  surrogate answers may be accepted on the FEM residual indicator (not a bound; labelled
+  uncertified in the coupler's report);
 * ``stage2="fem"``: the FEM itself (the chain targets the FEM posterior exactly);
 * ``stage2="none"``: surrogate-only sampling, the fast mode, labelled *not exact*.
 
@@ -210,9 +213,10 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                 from hybrid.coupler import Coupler
 
                 fem = FEMModel(case, MPI.COMM_SELF)
-                coupler = Coupler(sur, fem, sigma=obs, tol=opt.tol, store=keep,
+                cc = case.coupler   # [coupler]: trust, tol (else --tol), holdout
+                coupler = Coupler(sur, fem, sigma=obs, tol=cc.tol or opt.tol, store=keep,
                                   static=_static(store, sur), index_base=base,
-                                  run_id="infer-mcmc")
+                                  run_id="infer-mcmc", trust=cc.trust, holdout=cc.holdout)
                 stage2 = cheap.with_model(coupler.forward_model())
         # the bound-safe Laplace approximation at the surrogate's MAP: first proposal,
         # anchor of the adapted covariance, and the spread of the over-dispersed starts

@@ -111,7 +111,7 @@ def test_switches_are_recorded_when_the_source_changes():
     assert len(cp.switches) == 1 and cp.n_queries == 2
     assert cp.switches[0] == {"mu": [0.1, 0.2], "source": "surrogate",
                               "etas": {"surrogate": pytest.approx(_eta(offs, 1.0))},
-                              "query": 1}
+                              "query": 1, "certified": False, "basis": "ensemble"}
     assert cp.counts["surrogate"].calls == 2 and cp.counts["fem"].calls == 0
     cp.surrogate = wide.surrogate                              # now untrusted: FEM
     cp.evaluate([0.4, 0.1])
@@ -269,8 +269,10 @@ def test_set_up_errors():
             Coupler(ens, None, sigma=[1.0, 1.0], tol=tol)
     one = Ensemble([[0.0, 0.0]])
     with pytest.raises(CouplerError, match="^the coupler needs an error estimate: an affine "
-                                           r"model \(residual bound\) or an ensemble"):
+                                           r"model \(residual bound\), an ensemble"):
         Coupler(one, None, sigma=[1.0, 1.0])
+    with pytest.raises(CouplerError, match="^trust must be one of"):
+        Coupler(ens, None, sigma=[1.0, 1.0], trust="hope")
     other = Ensemble([[0.0, 0.0], [1.0, 1.0]])
     other.kind = "pod-gp"
     with pytest.raises(CouplerError, match="needs an error estimate"):
