@@ -74,7 +74,8 @@ class Answer:
     source: str
     """Which model answered: ``surrogate``, ``reduced-basis`` or ``fem``."""
     eta: float
-    """Certified error of the answer in noise standard deviations (0 for the FEM)."""
+    """Error of the answer in noise standard deviations: a certified bound when
+    ``certified`` (0 for the FEM), else an estimate (ensemble spread, residual indicator)."""
     etas: dict[str, float] = field(default_factory=dict)
     """η of every level that was asked."""
     certified: bool = True

@@ -244,6 +244,9 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                                 "certified within tol noise std)",
                      "fem": "delayed acceptance, stage 2 = FEM (exact FEM posterior)",
                      "none": "surrogate only: NOT the FEM posterior (fast mode)"}[opt.stage2]
+            if opt.stage2 == "coupler" and case.coupler.trust == "indicator":
+                label = ("delayed acceptance, stage 2 = coupler (FEM, or the surrogate "
+                         "accepted on the opted-in residual indicator: NOT certified)")
             d["target"] = label
             summary["mcmc"] = d
             estimate = np.mean(mcmc.draws(), axis=0)

@@ -156,3 +156,35 @@ def test_a_linear_model_reuses_the_factors_of_its_solve(tmp_path):
         assert np.abs(J - fd).max() <= 1e-6 * np.abs(fd).max(), mode
     assert s.n_setups == 0
     p.destroy()
+
+
+def test_products_take_one_solve_and_umbridge_uses_them(tmp_path):
+    """sᵀJ by one adjoint solve and J v by one tangent solve, equal to the full Jacobian's;
+    UM-Bridge Gradient/ApplyJacobian of a served plug-in FEM model go through them."""
+    from mpi4py import MPI
+
+    from hybrid.serve.models import FEMModel as Served
+
+    p = _nd(MPI.COMM_SELF)
+    J = {"observations": p.observation_jacobian(MU, "tangent"), "qoi": p.qoi_jacobian(MU)}
+    s = p.sensitivity()
+    rng = np.random.default_rng(3)
+    for out, Jo in J.items():
+        sens, vec = rng.normal(size=Jo.shape[0]), rng.normal(size=2)
+        n = s.n_solves
+        assert np.allclose(p.vjp(MU, out, sens), sens @ Jo, rtol=1e-10, atol=0)
+        assert np.allclose(p.jvp(MU, out, vec), Jo @ vec, rtol=1e-10, atol=0)
+        assert s.n_solves == n + 2 and s.n_setups == 1
+    text = _case("nonlinear_diffusion", cells=6, physics="source = 5.0") + TIGHT
+    (tmp_path / "nd.toml").write_text(text)
+    m = Served(tmp_path / "nd.toml", MPI.COMM_SELF)
+    assert m.supports_gradient() and m.supports_apply_jacobian()
+    sens, vec = rng.normal(size=5), rng.normal(size=2)
+    g = np.array(m.gradient(0, 0, [MU.tolist()], sens.tolist()))
+    jv = np.array(m.apply_jacobian(1, 0, [MU.tolist()], vec.tolist()))
+    ms = m.model.problem.sensitivity()
+    assert ms.n_solves == 2 and ms.n_setups <= 2       # one solve per product
+    assert np.allclose(g, sens @ J["observations"], rtol=1e-10)
+    assert np.allclose(jv, J["qoi"] @ vec, rtol=1e-10)
+    m.close()
+    p.destroy()

@@ -148,6 +148,36 @@ class FEMModel:
         self.problem.destroy()
 
     @property
+    def has_products(self) -> bool:
+        """Whether the problem offers one-solve vector–Jacobian products (plug-in models)."""
+        return callable(getattr(self.problem, "vjp", None))
+
+    def vjp(self, mu: np.ndarray, output: str, sens: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """(value, sᵀ J) of ``output`` ("observations" or "qoi").
+
+        One solve at μ and ONE adjoint solve Jᵀλ = Σ s_i l_i. Raises :class:`SolveFailed`;
+        collective; on every rank.
+        """
+        s = self._solved(mu)
+        t0 = time.perf_counter()
+        g = self.problem.vjp(s.mu, output, sens)
+        self.time += time.perf_counter() - t0
+        return (s.observations if output == "observations" else s.qoi), g
+
+    def jvp(self, mu: np.ndarray, output: str, direction: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """(value, J v) of ``output``: one solve at μ and ONE tangent-linear solve.
+
+        Raises :class:`SolveFailed`; collective; on every rank.
+        """
+        s = self._solved(mu)
+        t0 = time.perf_counter()
+        g = self.problem.jvp(s.mu, output, direction)
+        self.time += time.perf_counter() - t0
+        return (s.observations if output == "observations" else s.qoi), g
+
+    @property
     def has_indicator(self) -> bool:
         """Whether the problem offers the residual indicator (plug-in models)."""
         return callable(getattr(self.problem, "indicator", None))

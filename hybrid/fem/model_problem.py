@@ -260,6 +260,23 @@ class ModelProblem:
         self._at(mu)
         return self.sensitivity().jacobian(list(self.qoi_vectors().values()), mode)
 
+    def _output_rows(self, output: str) -> list[np.ndarray]:
+        if output == "observations":
+            return self._observation_rows_owned()
+        if output == "qoi":
+            return list(self.qoi_vectors().values())
+        raise ValueError(f"output must be 'observations' or 'qoi', got {output!r}")
+
+    def vjp(self, mu: np.ndarray, output: str, sens: np.ndarray) -> np.ndarray:
+        """sᵀ d(output)/dμ (P,) at the solution at ``mu``: one adjoint solve; every rank."""
+        self._at(mu)
+        return self.sensitivity().vjp(self._output_rows(output), sens)
+
+    def jvp(self, mu: np.ndarray, output: str, direction: np.ndarray) -> np.ndarray:
+        """d(output)/dμ v at the solution at ``mu``: one tangent-linear solve; every rank."""
+        self._at(mu)
+        return self.sensitivity().jvp(self._output_rows(output), direction)
+
     # ---------------------------------------------------------------- residual indicator
     def residual_indicator(self, inner_product: str = "h1"):
         """The :class:`hybrid.fem.indicator.ResidualIndicator` in ``inner_product``.

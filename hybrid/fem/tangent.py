@@ -204,6 +204,26 @@ class Sensitivity:
                     local[i, q] = -np.dot(lam, dF[q])
         return self.comm.allreduce(local)
 
+    def vjp(self, rows: Sequence[np.ndarray], sens: np.ndarray) -> np.ndarray:
+        """sᵀ dy/dμ (P,) by ONE adjoint solve: Jᵀλ = Σ_i s_i l_i, (sᵀ dy/dμ)_q = −λ·∂F/∂μ_q."""
+        n = self.n_local
+        row = np.zeros(n)
+        for s_i, r in zip(np.asarray(sens, dtype=float), rows, strict=True):
+            row += s_i * r[:n]
+        return self.jacobian([row], "adjoint")[0]
+
+    def jvp(self, rows: Sequence[np.ndarray], direction: np.ndarray) -> np.ndarray:
+        """dy/dμ v (m,) by ONE tangent solve: J δu = −Σ_q v_q ∂F/∂μ_q, (J v)_i = l_i·δu."""
+        self._ensure()
+        n = self.n_local
+        rhs = self._b
+        rhs.set(0.0)
+        for v_q, vec in zip(np.asarray(direction, dtype=float), self._dFvecs, strict=True):
+            rhs.axpy(-v_q, vec)
+        du = self._solve(rhs, transpose=False)
+        local = np.array([np.dot(r[:n], du) for r in rows])
+        return self.comm.allreduce(local)
+
     def destroy(self) -> None:
         """Free the PETSc objects created here (never the reused KSP)."""
         for v in (self._b, self._x, *self._dFvecs):

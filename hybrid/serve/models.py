@@ -221,7 +221,9 @@ class FEMModel(_ParameterModel):
     (``case.qoi``), or the QoIs only when the case has no observations. A solve that fails
     is a ``ModelError`` response. Derivatives of the observations and of the QoIs come from
     the wrapped model's ``jacobian(mu)`` and ``qoi_jacobian(mu)`` (each ``(value, J)``, by
-    the tangent-linear model); an output whose method is missing has none.
+    the tangent-linear model); an output whose method is missing has none. For plug-in models
+    Gradient (sensᵀJ) is one adjoint solve and ApplyJacobian (J vec) one tangent-linear solve
+    (:mod:`hybrid.fem.tangent`), whatever the numbers of parameters and outputs.
 
     Construction, :meth:`close` and every evaluation are collective over ``comm``: on rank 0
     the HTTP server calls the model, which posts μ to the other ranks (waiting in
@@ -249,23 +251,26 @@ class FEMModel(_ParameterModel):
         return callable(getattr(self.model, self._ops[self.output_names[k][0]], None))
 
     # -- collective work: rank 0 posts, every rank runs
-    def _run(self, op: str, mu: np.ndarray):
+    def _run(self, op: str, mu: np.ndarray, *args):
         if op == "solve":
             return self.model.solve(mu, field=False)
         if op in ("jacobian", "qoi_jacobian"):     # (value, J) from the tangent-linear model
             y, J = getattr(self.model, op)(mu)
             return np.asarray(y, dtype=float), np.asarray(J, dtype=float)
+        if op in ("vjp", "jvp"):                   # one adjoint / one tangent solve
+            y, g = getattr(self.model, op)(mu, *args)
+            return np.asarray(y, dtype=float), np.asarray(g, dtype=float)
         raise ValueError(f"unknown operation {op!r}")
 
-    def _collective(self, op: str, mu: np.ndarray):
-        """Rank 0: post (op, μ) to the other ranks, then run it here too."""
+    def _collective(self, op: str, mu: np.ndarray, *args):
+        """Rank 0: post (op, μ, args) to the other ranks, then run it here too."""
         if self._channel is None:
-            return self._run(op, mu)
+            return self._run(op, mu, *args)
         if self.comm.rank != 0:
             raise RuntimeError("FEMModel requests are served by rank 0 only")
-        self._channel.post((op, mu))
+        self._channel.post((op, mu, *args))
         try:
-            return self._run(op, mu)
+            return self._run(op, mu, *args)
         except HybridError:
             raise
         except BaseException:       # a bug: the other ranks may be stuck in a collective
@@ -318,8 +323,23 @@ class FEMModel(_ParameterModel):
             outs.insert(0, np.asarray(state.observations, dtype=float))
         return outs
 
+    def _products(self) -> bool:
+        return bool(getattr(self.model, "has_products", False))
+
+    def _vjp(self, k, mu, cfg, s) -> np.ndarray:
+        """sensᵀ J: for plug-in models one solve and ONE adjoint solve (Jᵀλ = Σ s_i l_i)."""
+        if not self._products():
+            return super()._vjp(k, mu, cfg, s)
+        return self._collective("vjp", mu, self.output_names[k][0], s)[1]
+
+    def _jvp(self, k, mu, cfg, v) -> np.ndarray:
+        """J vec: for plug-in models one solve and ONE tangent-linear solve."""
+        if not self._products():
+            return super()._jvp(k, mu, cfg, v)
+        return self._collective("jvp", mu, self.output_names[k][0], v)[1]
+
     def _value_and_jacobian(self, k, mu, cfg) -> tuple[np.ndarray, np.ndarray]:
-        """Output k and its Jacobian (n_k, P): one solve and P tangent-linear solves."""
+        """Output k and its Jacobian (n_k, P): one solve and min(P, n_k) TL/adjoint solves."""
         y, J = self._collective(self._ops[self.output_names[k][0]], mu)
         n = len(self.output_names[k][1])
         if J.shape != (n, self.space.dim):
