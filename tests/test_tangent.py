@@ -130,6 +130,9 @@ def test_an_iterative_solver_gives_the_direct_jacobians():
         b = np.vstack([lu.observation_jacobian(MU, mode), lu.qoi_jacobian(MU, mode)])
         assert np.abs(a - b).max() <= 1e-8 * np.abs(b).max(), mode
         assert it.sensitivity().ksp.getIterationNumber() > 1     # really iterative
+    from petsc4py import PETSc
+
+    assert not [k for k in PETSc.Options().getAll() if k.startswith("sens_")]   # no leak
     it.destroy()
     lu.destroy()
 

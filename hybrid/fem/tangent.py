@@ -81,6 +81,10 @@ class Sensitivity:
         self._reuse = reuse
         self._ksp = None
         self._A = None
+        self.options = dict(options) if options else dict(_DIRECT)
+        self._pending: list[str] = []
+        """Option names kept in PETSc's database until the first set-up (MUMPS controls are
+        read at the first factorisation), then removed."""
         if reuse is None:
             self._J = fem.form(jacobian(F, u))
             self._A = fem_petsc.create_matrix(self._J)
@@ -89,14 +93,14 @@ class Sensitivity:
             prefix = f"sens_{Sensitivity._ids}_"
             self._ksp.setOptionsPrefix(prefix)
             opts = PETSc.Options()
-            self.options = dict(options) if options else dict(_DIRECT)
+            self._pending = [f"{prefix}{k}" for k in self.options]
             try:
                 for k, v in self.options.items():
                     opts[f"{prefix}{k}"] = str(v).lower() if isinstance(v, bool) else v
                 self._ksp.setFromOptions()
-            finally:
-                for k in self.options:
-                    opts.delValue(f"{prefix}{k}")
+            except PETSc.Error:
+                self._forget_options()
+                raise
             self._ksp.setOperators(self._A)
         self._b = fem_petsc.create_vector(self.V)
         self._x = self._b.duplicate()
@@ -122,7 +126,10 @@ class Sensitivity:
             fem_petsc.assemble_matrix(self._A, self._J, bcs=self.bcs)
             self._A.assemble()
             self._ksp.setOperators(self._A)
-            self._ksp.setUp()
+            try:
+                self._ksp.setUp()
+            finally:
+                self._forget_options()
             self.n_setups += 1
         for form, vec in zip(self._dF, self._dFvecs, strict=True):
             if form is None:       # F does not depend on μ_q
@@ -132,6 +139,12 @@ class Sensitivity:
             fem_petsc.set_bc(vec, self.bcs, alpha=0.0)   # zero Dirichlet rows
         self._state = key
         self._tangents = None
+
+    def _forget_options(self) -> None:
+        opts = PETSc.Options()
+        for k in self._pending:
+            opts.delValue(k)
+        self._pending = []
 
     @property
     def ksp(self) -> PETSc.KSP:
@@ -226,6 +239,7 @@ class Sensitivity:
 
     def destroy(self) -> None:
         """Free the PETSc objects created here (never the reused KSP)."""
+        self._forget_options()
         for v in (self._b, self._x, *self._dFvecs):
             v.destroy()
         if self._ksp is not None:
