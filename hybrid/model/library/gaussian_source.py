@@ -12,14 +12,10 @@ exponential together with the spatial coordinate x, so F admits no finite expans
 not affine* — the store holds no A_q, f_q, surrogates are data-only (POD-NN) and there is
 no rigorous error bound (PLUGINS.md, tier (b)).
 
-Settings: ``amplitude`` A, ``width`` σ, the Lagrange ``degree`` p and the
-``quadrature_degree`` of the source integral (default p + 4, UFL's own estimate for
-exp(quadratic)·v). The degree is fixed on the integral rather than left to UFL's estimate
-because the estimate depends on the integrand: ∂F/∂x0 = ∫ A (x − x0)/σ² exp(…) v dx would
-be estimated one degree higher than F itself, and the tangent-linear Jacobian would then
-differentiate a slightly different discrete source than the one solved (a 1e-4 relative
-mismatch against finite differences at 8×8 cells, measured). With one rule for both, the
-tangent-linear Jacobian is the exact derivative of the discrete model.
+Settings: ``amplitude`` A, ``width`` σ, the Lagrange ``degree`` p and optionally the
+``quadrature_degree`` of the source integral (default: UFL's estimate, p + 4 for
+exp(quadratic)·v on triangles, which hybrid pins on the integral so that F, J and ∂F/∂μ
+share one rule: :mod:`hybrid.fem.quadrature`).
 
 The exact solution is the sine series (used by tests/test_gaussian_source.py)
 
@@ -68,9 +64,9 @@ class GaussianSource(hm.Model):
         x0, y0, kappa = ctx.mu["x0"], ctx.mu["y0"], ctx.mu["kappa"]
         r2 = (x[0] - x0) ** 2 + (x[1] - y0) ** 2
         f = s.amplitude * ufl.exp(-r2 / (2.0 * s.width**2))
-        qd = s.degree + 4 if s.quadrature_degree is None else s.quadrature_degree
+        meta = {} if s.quadrature_degree is None else {"quadrature_degree": s.quadrature_degree}
         F = kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx \
-            - f * v * ufl.dx(metadata={"quadrature_degree": qd})
+            - f * v * ufl.dx(metadata=meta)
         return hm.Problem(u=u, F=F, bcs=[hm.dirichlet_on_boundary(V, 0.0)],
                           qoi={"mean": u * ufl.dx}, coercive=True,
                           solver={"ksp_type": "preonly", "pc_type": "lu",
