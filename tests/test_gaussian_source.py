@@ -215,3 +215,26 @@ def test_case_errors_are_one_line_naming_the_case(tmp_path, edit, key):
         load_case(p)
     msg = str(info.value)
     assert key in msg and "\n" not in msg, msg
+
+
+@pytest.mark.mpi(min_size=2)
+def test_model_problem_on_two_ranks_equals_one_rank():
+    """Field, observations and tangent-linear Jacobians with the mesh split over 2 ranks."""
+    from mpi4py import MPI
+
+    from hybrid.fem.model_problem import ModelProblem
+
+    case = parse_case(_case_text(cells=10), Path("gs.toml"))
+    par, ser = ModelProblem(case, MPI.COMM_WORLD), ModelProblem(case, MPI.COMM_SELF)
+    assert par.V.dofmap.index_map.size_local < par.V.dofmap.index_map.size_global
+    assert par.solve(MU).ok and ser.solve(MU).ok
+    out_par = [par.observe(), par.qoi(), par.observation_jacobian(MU), par.qoi_jacobian(MU)]
+    out_ser = [ser.observe(), ser.qoi(), ser.observation_jacobian(MU), ser.qoi_jacobian(MU)]
+    for a, b in zip(out_par, out_ser, strict=True):
+        assert np.allclose(a, b, rtol=1e-10, atol=1e-13), (a, b)
+    u_par, u_ser = par.ordering.gather_function(par.u), ser.ordering.gather_function(ser.u)
+    assert par.model_record() == ser.model_record()
+    if MPI.COMM_WORLD.rank == 0:
+        assert np.abs(u_par - u_ser).max() <= 1e-12 * np.abs(u_ser).max()
+    par.destroy()
+    ser.destroy()
