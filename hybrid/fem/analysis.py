@@ -297,7 +297,7 @@ def _decompose(F: ufl.Form, mu, max_degree: int) -> list[AffineTerm]:
             try:
                 expansion = _poly(s_z, z_of, max_degree)
             except _NotAffine as exc:
-                factors = ", ".join(th.dumps(t) for t in trees)
+                factors = ", ".join(sorted(th.dumps(t) for t in trees))   # stable
                 raise _NotAffine(f"{exc}; in a {itg.integral_type()} integral, θ factors "
                                  f"{factors}") from None
             for exps, c in expansion:

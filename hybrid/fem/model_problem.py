@@ -39,6 +39,7 @@ from hybrid.fem.analysis import analyse, at_zero
 from hybrid.fem.discretisation import Discretisation
 from hybrid.fem.mesh import build_mesh
 from hybrid.fem.ordering import StoreOrdering
+from hybrid.fem.quadrature import pin_quadrature_degrees
 from hybrid.fem.solver import SolveResult
 from hybrid.store import StaticData
 
@@ -52,6 +53,7 @@ class ModelProblem:
         self.spec = spec
         self.mesh = build_mesh(case.mesh, comm, case.mesh_file)
         self.pb, self.ctx = spec.loaded.build(spec.model, self.mesh, case.parameters.names)
+        self.pb.F = pin_quadrature_degrees(self.pb.F)   # one rule for F, J and ∂F/∂μ
         self.mu = self.ctx.mu
         self.u = self.pb.u
         self.V = self.u.function_space

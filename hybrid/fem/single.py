@@ -24,10 +24,10 @@ def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
 
     comm = comm if comm is not None else MPI.COMM_WORLD
     out = Path(out)
+    problem = create_problem(case, comm)   # a model that fails to build leaves no directory
     if comm.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     comm.Barrier()
-    problem = create_problem(case, comm)
     t0 = time.perf_counter()
     res = problem.solve(mu)
     wall = time.perf_counter() - t0

@@ -2,5 +2,6 @@
 
 BUILTIN = {
     "thermal_block": "hybrid.model.library.thermal_block:ThermalBlock",
+    "gaussian_source": "hybrid.model.library.gaussian_source:GaussianSource",
     "nonlinear_diffusion": "hybrid.model.library.nonlinear_diffusion:NonlinearDiffusion",
 }
