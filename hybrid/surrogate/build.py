@@ -71,34 +71,26 @@ class BuildOptions:
 
 
 def coefficients_of(manifest: dict, n_params: int | None = None):
-    """θ_q(μ), ϑ_q(μ) of a store or a surrogate: from its recorded θ trees, or by name.
+    """θ_q(μ), ϑ_q(μ) of a store or a surrogate, evaluated from its recorded θ trees.
 
-    A plug-in model's store records ``model`` = {reference, sha256, settings, θ trees}
-    (:meth:`hybrid.fem.model_problem.ModelProblem.model_record`); its coefficients are
-    evaluated from the trees (:class:`hybrid.core.theta.AffineCoefficients`), and no model
-    code is imported. Without a record (stores of the hand-written thermal block), the spec
-    registered in :mod:`hybrid.physics` under ``physics.model``; None if there is none.
+    Every store made by a model plug-in records ``model`` = {reference, sha256, settings,
+    θ trees} (:meth:`hybrid.fem.model_problem.ModelProblem.model_record`); its coefficients
+    are evaluated from the trees (:class:`hybrid.core.theta.AffineCoefficients`), and no model
+    code is imported. Stores and surrogates of the former hand-written thermal block have no
+    record: theirs is θ_k = μ_k, ϑ_0 = 1
+    (:func:`hybrid.physics.thermal_block.legacy_model_record`). None for neither.
     """
     from hybrid.core.theta import AffineCoefficients
     from hybrid.errors import ThetaError
+    from hybrid.physics.thermal_block import model_record
 
-    record = manifest.get("model")
-    if record is not None:
-        try:
-            return AffineCoefficients.from_record(record, n_params)
-        except ThetaError as exc:
-            raise SurrogateError(f"the recorded model's θ trees are malformed ({exc})") from None
-    return _spec(manifest.get("physics") or {})
-
-
-def _spec(physics: dict):
-    from hybrid.physics import get_spec
-
-    try:
-        cls = get_spec(physics["model"])
-    except KeyError:
+    record = model_record(manifest)
+    if record is None:
         return None
-    return cls(cls.Settings.model_validate(physics))
+    try:
+        return AffineCoefficients.from_record(record, n_params)
+    except ThetaError as exc:
+        raise SurrogateError(f"the recorded model's θ trees are malformed ({exc})") from None
 
 
 def _split(S: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
