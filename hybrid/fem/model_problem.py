@@ -185,21 +185,27 @@ class ModelProblem:
             from hybrid.model.helpers import boundary_dofs
 
             dirichlet = self._dirichlet_dofs()
-            every = boundary_dofs(self.V)
+            free = np.setdiff1d(boundary_dofs(self.V), dirichlet)
             x = self.V.tabulate_dof_coordinates()
-            free = np.setdiff1d(every, dirichlet)
+            gdim = self.mesh.geometry.dim
+
+            def count(dofs, side):
+                a, val = SIDE_AXIS[side]
+                return self.comm.allreduce(int(np.sum(np.abs(x[dofs, a] - val) <= 1e-10)))
+
+            sides_all = [s for s, (a, _) in SIDE_AXIS.items() if a < gdim]
+            n_free = {s: count(free, s) for s in sides_all}
+            full = [s for s in sides_all if n_free[s] == 0 and count(dirichlet, s) > 0]
             g = fem.Function(self.V, name="flux_weight")
             weights = []
             for name, sides in self.case.observations.fluxes.items():
                 where = f"{self.case.path}: observations.fluxes.{name}"
-                gi = flux_weight(self.V, dirichlet, sides, where)
                 for side in sides:
-                    a, val = SIDE_AXIS[side]
-                    n_free = int(np.sum(np.abs(x[free, a] - val) <= 1e-10))
-                    if self.comm.allreduce(n_free):
+                    if n_free.get(side, 0):
                         raise CaseError(
                             f"{where}: side {side!r} has boundary DOFs without a Dirichlet "
                             "condition; fluxes are taken from the residual at Dirichlet DOFs")
+                gi = flux_weight(self.V, dirichlet, sides, where, among=full)
                 weights.append(gi.x.array.copy())
             v = self.pb.F.arguments()[0]
             self._flux = (weights, g, fem.form(-ufl.replace(self.pb.F, {v: g})))

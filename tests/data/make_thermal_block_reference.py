@@ -124,8 +124,8 @@ def legacy_store(out: Path) -> None:
                          "observe": np.asarray(sg.observe(np.array(mu))).tolist(),
                          "error_estimate": float(sg.error_estimate(np.array(mu)))}
     (root / "answers.json").write_text(json.dumps(answers))
-    (root / "MADE_BY").write_text(json.dumps({"commit": _commit(),
-                                              "script": "tests/data/make_thermal_block_reference.py"}))
+    made = {"commit": _commit(), "script": "tests/data/make_thermal_block_reference.py"}
+    (root / "MADE_BY").write_text(json.dumps(made))
     (root / "store" / ".lock").unlink(missing_ok=True)
 
 
