@@ -98,14 +98,18 @@ class FEMModel:
     def jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Observations y(μ) and their Jacobian dy/dμ (m, P) by the tangent-linear model.
 
-        One solve and P back-substitutions (see ``ThermalBlockProblem.observation_jacobian``
-        and, for plug-in models, ``ModelProblem.observation_jacobian``: J(u) δu_q = −∂F/∂μ_q);
-        raises :class:`SolveFailed`.
-        Collective on ``comm``; the result is on every rank.
+        One solve and P back-substitutions (``ModelProblem.observation_jacobian``:
+        J(u) δu_q = −∂F/∂μ_q); the rows of boundary fluxes, y_Γ = −F(u; g_Γ), are
+        ``ModelProblem.flux_jacobian`` (they also depend on μ directly). Raises
+        :class:`SolveFailed`. Collective on ``comm``; the result is on every rank.
         """
         s = self._solved(mu)
         t0 = time.perf_counter()
         J = self.problem.observation_jacobian(s.mu)
+        n_flux = len(self.case.observations.fluxes)
+        if n_flux:
+            J = np.array(J, dtype=float)
+            J[J.shape[0] - n_flux:] = self.problem.flux_jacobian(s.mu)
         self.time += time.perf_counter() - t0
         return s.observations, J
 
@@ -151,7 +155,7 @@ class FEMModel:
         """QoIs q(μ) and their Jacobian dq/dμ (q, P) by the tangent-linear model.
 
         One solve and P back-substitutions with the same factors (see
-        ``ThermalBlockProblem.qoi_jacobian``); raises :class:`SolveFailed`. Collective on
+        ``ModelProblem.qoi_jacobian``); raises :class:`SolveFailed`. Collective on
         ``comm``; the result is on every rank.
         """
         s = self._solved(mu)

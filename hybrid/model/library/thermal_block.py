@@ -23,6 +23,13 @@ from pydantic import Field
 import hybrid.model as hm
 
 
+def block_index(x: np.ndarray, blocks: int) -> np.ndarray:
+    """Block k = ix + B·iy of points x (shape (n, ≥ 2)); edges go right/upper."""
+    ix = np.clip(np.floor(x[:, 0] * blocks).astype(int), 0, blocks - 1)
+    iy = np.clip(np.floor(x[:, 1] * blocks).astype(int), 0, blocks - 1)
+    return ix + blocks * iy
+
+
 class ThermalBlock(hm.Model):
     name = "thermal_block"
 
@@ -57,8 +64,7 @@ class ThermalBlock(hm.Model):
         imap = msh.topology.index_map(tdim)
         cells = np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32)
         x = mesh.compute_midpoints(msh, tdim, cells)
-        ix, iy = (np.clip(np.floor(x[:, i] * B).astype(int), 0, B - 1) for i in (0, 1))
-        tags = mesh.meshtags(msh, tdim, cells, (ix + B * iy).astype(np.int32))
+        tags = mesh.meshtags(msh, tdim, cells, block_index(x, B).astype(np.int32))
         dx = ufl.Measure("dx", domain=msh, subdomain_data=tags)
         u, v = fem.Function(V, name="u"), ufl.TestFunction(V)
         s = fem.Constant(msh, self.settings.source)
