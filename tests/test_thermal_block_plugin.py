@@ -344,3 +344,20 @@ def test_old_store_resumes_with_the_plugin_and_trains(tmp_path):
     s, _ = build_surrogate(root / "store", BuildOptions(kind="galerkin", modes=4))
     a = json.loads((root / "answers.json").read_text())["galerkin"]
     np.testing.assert_allclose(s.field(np.array(a["mu"])), a["field"], rtol=1e-10, atol=1e-13)
+
+
+def test_fem_model_jacobian_includes_the_flux_rows():
+    """FEMModel.jacobian (what MAP confirmation uses) gives the hand-written block's dy/dμ,
+    flux rows included (they depend on μ directly, not only through u)."""
+    from mpi4py import MPI
+
+    from hybrid.fem.model import FEMModel
+
+    ref = np.load(REF)
+    case = parse_case(str(ref["a/case_text"]), Path("a.toml"))
+    fem_model = FEMModel(case, MPI.COMM_SELF)
+    y, J = fem_model.jacobian(ref["a/mu1/mu"])
+    close(y, ref["a/mu1/observe"])
+    close(J, ref["a/mu1/observation_jacobian"])
+    assert np.abs(J[-2:]).max() > 1e-3     # the flux rows are not zero
+    fem_model.close()

@@ -141,6 +141,7 @@ class ModelProblem:
         offset Σ_q ϑ_q(μ) b_q (a linear affine model; otherwise fluxes are refused here, as
         they are not rows). On root (None elsewhere); collective.
         """
+        from hybrid.core.theta import AffineCoefficients
         from hybrid.store import affine_observation_operator
 
         L = self.observation_rows()
@@ -149,9 +150,8 @@ class ModelProblem:
             return None
         if aff is None:
             return L.copy(), np.zeros(L.shape[0])
-        from hybrid.core.theta import AffineCoefficients
-
-        coef = AffineCoefficients.from_record(self.model_record(), len(self.mu))
+        d = self._analysis().affine     # cached by observation_affine on every rank
+        coef = AffineCoefficients(d.theta_a, d.theta_f, n_params=len(self.mu))
         mu = np.asarray(mu, dtype=float)
         return affine_observation_operator(L, aff[0], aff[1], coef.theta_a(mu),
                                            coef.theta_f(mu))
