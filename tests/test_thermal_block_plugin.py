@@ -278,7 +278,7 @@ def test_old_store_and_surrogates_load_and_answer_as_before(tmp_path):
     """The old store has no model record: θ_k = μ_k, ϑ_0 = 1 (affine, certified); its
     surrogates pass check_case with today's case and give the answers they gave at 584f397."""
     from hybrid.store import SnapshotStore
-    from hybrid.surrogate.build import coefficients_of
+    from hybrid.surrogate.coefficients import coefficients_of
     from hybrid.surrogate.surrogate import Surrogate
 
     root, case = _legacy(tmp_path)

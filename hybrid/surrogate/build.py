@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid.surrogate.coefficients import coefficients_of
 from hybrid.surrogate.errors import SurrogateError
 from hybrid.surrogate.pod import norms, pod, projection_errors
 from hybrid.surrogate.reductor import (
@@ -68,29 +69,6 @@ class BuildOptions:
         d = asdict(self)
         d["training"] = self.training.to_dict()
         return d
-
-
-def coefficients_of(manifest: dict, n_params: int | None = None):
-    """θ_q(μ), ϑ_q(μ) of a store or a surrogate, evaluated from its recorded θ trees.
-
-    Every store made by a model plug-in records ``model`` = {reference, sha256, settings,
-    θ trees} (:meth:`hybrid.fem.model_problem.ModelProblem.model_record`); its coefficients
-    are evaluated from the trees (:class:`hybrid.core.theta.AffineCoefficients`), and no model
-    code is imported. Stores and surrogates of the former hand-written thermal block have no
-    record: theirs is θ_k = μ_k, ϑ_0 = 1
-    (:func:`hybrid.physics.thermal_block.legacy_model_record`). None for neither.
-    """
-    from hybrid.core.theta import AffineCoefficients
-    from hybrid.errors import ThetaError
-    from hybrid.physics.thermal_block import model_record
-
-    record = model_record(manifest)
-    if record is None:
-        return None
-    try:
-        return AffineCoefficients.from_record(record, n_params)
-    except ThetaError as exc:
-        raise SurrogateError(f"the recorded model's θ trees are malformed ({exc})") from None
 
 
 def _split(S: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -243,10 +243,10 @@ class Surrogate:
         """θ_q(μ), ϑ_q(μ) of the model, from the recorded θ trees (no model code runs).
 
         Surrogates of the former hand-written thermal block record none: θ_k = μ_k, ϑ_0 = 1
-        (:func:`hybrid.surrogate.build.coefficients_of`).
+        (:func:`hybrid.surrogate.coefficients.coefficients_of`).
         """
         if self._spec is None:
-            from hybrid.surrogate.build import coefficients_of
+            from hybrid.surrogate.coefficients import coefficients_of
 
             self._spec = coefficients_of(self.meta, self.space.dim)
             if self._spec is None:
