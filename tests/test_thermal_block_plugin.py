@@ -361,3 +361,30 @@ def test_fem_model_jacobian_includes_the_flux_rows():
     close(J, ref["a/mu1/observation_jacobian"])
     assert np.abs(J[-2:]).max() > 1e-3     # the flux rows are not zero
     fem_model.close()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_fluxes_and_their_jacobian_on_two_ranks_equal_the_reference():
+    """Case a on COMM_WORLD (the ghosted flux weights, the gathered B_q rows and the
+    distributed flux Jacobian): the hand-written block's numbers to 1e-12."""
+    from mpi4py import MPI
+
+    from hybrid.fem.model_problem import ModelProblem
+
+    ref = np.load(REF)
+    case = parse_case(str(ref["a/case_text"]), Path("a.toml"))
+    p = ModelProblem(case, MPI.COMM_WORLD)
+    assert p.V.dofmap.index_map.size_local < p.V.dofmap.index_map.size_global
+    s = p.static_data()
+    mu = ref["a/mu1/mu"]
+    assert p.solve(mu).ok
+    close(p.observe(), ref["a/mu1/observe"])
+    close(p.flux_jacobian(mu), ref["a/mu1/observation_jacobian"][-2:])
+    op = p.observation_operator(mu)
+    if MPI.COMM_WORLD.rank == 0:
+        close(s.observation_affine, ref["a/observation_affine"])
+        close(s.observation_affine_f, ref["a/observation_affine_f"])
+        close(op[0], ref["a/mu1/operator_rows"])
+    else:
+        assert s is None and op is None
+    p.destroy()
