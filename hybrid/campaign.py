@@ -141,16 +141,17 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, i
             store / "samples").is_dir() else 0
         if (store / "static.h5").is_file() or n_samples:
             fp = static_fingerprint(store / "static.h5")
-            if fp != json.loads(json.dumps(_fingerprint(case))):
+            if fp != case.fingerprint_against(fp):
                 raise StoreError(
                     f"{store}: store.json is missing and the store holds {n_samples} samples "
                     f"{'of a different case' if fp else 'that cannot be matched to this case'}"
                     "; refusing to mix them (restore store.json or use another --store)")
     if (store / "store.json").is_file():
         existing = SnapshotStore(store)
-        if existing.manifest.get("fingerprint") != _fingerprint(case):
-            old = existing.manifest.get("fingerprint") or {}
-            new = _fingerprint(case)
+        stored = existing.manifest.get("fingerprint")
+        if stored != case.fingerprint_against(stored):
+            old = stored or {}
+            new = case.fingerprint_against(stored)
             diff = [k for k in new if old.get(k) != new[k]] or ["format"]
             if diff == ["model"] and isinstance(old.get("model"), dict):
                 raise StoreError(

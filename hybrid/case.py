@@ -4,7 +4,7 @@ A case file is data (see docs/case-format.md)::
 
     [case]        name, description                            (optional)
     [mesh]        type = "unit_square" (cells, cell_type) or "file" (file)
-    [physics]     model = "thermal_block" (hand-written) or a plug-in (a built-in name,
+    [physics]     model = a plug-in (a built-in name such as "thermal_block",
                   "models/my_pde.py:Class" next to the case, "pkg.mod:Class", an entry
                   point; see docs/models.md) and the model's settings
     [parameters.NAME]  lower, upper, log                       (one table per parameter, in order)
@@ -247,9 +247,22 @@ class Case:
             "observations": self.observations.fingerprint(),
         }
         info = getattr(self.physics, "model_info", None)
-        if info is not None:   # plug-ins: the model file's sha256 (absent for the thermal block)
+        if info is not None:   # plug-ins: the model file's sha256
             fp["model"] = info
         return fp
+
+    def fingerprint_against(self, stored: dict | None) -> dict:
+        """:meth:`fingerprint` (as JSON) in the form that compares with a ``stored`` one.
+
+        Equal to it except for stores and surrogates of the former hand-written thermal block,
+        whose fingerprints have no ``model`` key
+        (:func:`hybrid.physics.thermal_block.comparable_fingerprint`).
+        """
+        import json
+
+        from hybrid.physics.thermal_block import comparable_fingerprint
+
+        return comparable_fingerprint(json.loads(json.dumps(self.fingerprint())), stored)
 
     @property
     def mesh_file(self) -> Path | None:
@@ -383,6 +396,13 @@ def _plugin(path: Path, model: str, table: dict, space: ParameterSpace):
     except ValidationError as exc:
         raise _first_error(path, exc, ("physics",)) from None
     spec = PluginSpec(loaded, loaded.instantiate(table))
+    try:
+        declared = spec.model.parameters()
+    except Exception:   # parameter_names below reports it, naming the model file
+        declared = None
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != space.dim:
+        raise CaseError(f"{path}: parameters: physics model {model!r} with these settings takes "
+                        f"{declared} parameters, the case declares {space.dim}")
     try:
         spec.parameter_names(space.names)
     except ModelError as exc:

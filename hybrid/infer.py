@@ -281,12 +281,10 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
 
 def _check_enrichment_store(store: Path, case) -> None:
     """Refuse to enrich a store that another case made, or that a campaign is writing."""
-    import json
-
     from hybrid.store import SnapshotStore, store_lock
 
     fp = SnapshotStore(store).manifest.get("fingerprint") or {}
-    mine = json.loads(json.dumps(case.fingerprint()))
+    mine = case.fingerprint_against(fp)
     diff = [k for k in mine if fp.get(k) != mine[k]]
     if diff:
         raise HybridError(f"{store}: the store was made from another case ({', '.join(diff)} "

@@ -3,8 +3,8 @@
 The surrogate side must not need DOLFINx, so its tests build their stores with a small
 finite-element assembly of their own: P1 triangles on a structured mesh of the unit square
 (each cell split along its diagonal), conductivity μ_k on block k = ix + B·iy, u = 0 on the
-boundary, source 1 — the same problem as ``hybrid/fem/thermal_block.py``, with the same
-affine decomposition (A_q = ∫_{Ω_q} ∇u·∇v, Σ_q A_q = stiffness) and QoIs. Boundary fluxes
+boundary, source 1 — the same problem as ``hybrid/model/library/thermal_block.py``, with the
+same affine decomposition (A_q = ∫_{Ω_q} ∇u·∇v, Σ_q A_q = stiffness) and QoIs. Boundary fluxes
 are the residual-based ones of ``hybrid/fem/observations.py`` (outward, corner DOFs weighted
 1/2 per side).
 """

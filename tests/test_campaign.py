@@ -24,9 +24,9 @@ def serial_solution(case_path: Path, mu: np.ndarray) -> np.ndarray:
     from mpi4py import MPI
 
     import hybrid.fem  # noqa: F401
-    from hybrid.fem.thermal_block import ThermalBlockProblem
+    from hybrid.fem.model_problem import ModelProblem
 
-    p = ThermalBlockProblem(load_case(case_path), MPI.COMM_SELF)
+    p = ModelProblem(load_case(case_path), MPI.COMM_SELF)
     assert p.solve(mu).ok
     u = p.ordering.gather_function(p.u)
     p.destroy()

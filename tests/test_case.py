@@ -24,8 +24,8 @@ def _err(text: str, tmp_path) -> str:
 def test_shipped_cases_load():
     for name in ("thermal_block.toml", "thermal_block_2x2.toml"):
         c = load_case(ROOT / "cases" / name)
-        assert c.parameters.dim == c.physics.blocks**2
-        assert c.mesh.cells % c.physics.blocks == 0
+        assert c.parameters.dim == c.physics.settings.blocks**2
+        assert c.mesh.cells % c.physics.settings.blocks == 0
 
 
 def test_valid_small_case(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
 from hybrid.case import parse_case
-from hybrid.fem.thermal_block import ThermalBlockProblem, block_index
+from hybrid.fem.model_problem import ModelProblem
+from hybrid.model.library.thermal_block import block_index
 
 from .conftest import ROOT, small_case_text
 
@@ -69,7 +70,7 @@ def test_block_index_rule():
 def _problem(comm, cells=12, blocks=2, petsc=None, degree=1):
     kw = {"petsc": petsc} if petsc else {}
     text = small_case_text(cells=cells, blocks=blocks, degree=degree, **kw)
-    return ThermalBlockProblem(parse_case(text, Path("t.toml")), comm)
+    return ModelProblem(parse_case(text, Path("t.toml")), comm)
 
 
 def square_torsion_mean(terms: int = 400) -> float:
@@ -156,7 +157,7 @@ def test_gmsh_file_mesh_case():
     from hybrid.case import load_case
 
     case = load_case(ROOT / "cases" / "thermal_block_gmsh.toml")
-    p = ThermalBlockProblem(case, MPI.COMM_SELF)
+    p = ModelProblem(case, MPI.COMM_SELF)
     assert p.solve(np.full(9, 0.5)).ok
     assert abs(p.qoi()[0] / (square_torsion_mean() / 0.5) - 1) < 5e-3
     # every cell lies inside one block: κ is exact on this mesh
@@ -183,7 +184,7 @@ def test_observation_rows_match_point_evaluation():
         "averages = { left = [0.0, 0.0, 0.5, 1.0] }\n")
     case = parse_case(text, Path("t.toml"))
     assert case.observations.names() == ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "left"]
-    p = ThermalBlockProblem(case, MPI.COMM_SELF)
+    p = ModelProblem(case, MPI.COMM_SELF)
     assert p.solve(np.array([0.2, 0.9, 0.5, 0.3])).ok
     y = p.observe()
     pts = np.array([[0.13, 0.71], [0.5, 0.5], [0.999, 0.001],
@@ -198,7 +199,7 @@ def test_observation_rows_match_point_evaluation():
     st = p.static_data()
     c2 = parse_case(small_case_text(cells=12, blocks=2, degree=2).replace(
         'qoi = ["mean", "block_mean_0"]', 'qoi = ["block_mean_0", "block_mean_2"]'), Path("u.toml"))
-    p2 = ThermalBlockProblem(c2, MPI.COMM_SELF)
+    p2 = ModelProblem(c2, MPI.COMM_SELF)
     assert p2.solve(np.array([0.2, 0.9, 0.5, 0.3])).ok
     left = p2.qoi().mean()
     assert np.isclose(y[7], left, rtol=1e-12)

@@ -13,7 +13,7 @@ import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
 from hybrid.case import parse_case
-from hybrid.fem.thermal_block import ThermalBlockProblem
+from hybrid.fem.model_problem import ModelProblem
 
 from .conftest import small_case_text
 
@@ -31,7 +31,7 @@ def flux_case(cells: int = 8, degree: int = 1, cell_type: str | None = None,
 def solve(case, mu, comm=None):
     from mpi4py import MPI
 
-    p = ThermalBlockProblem(case, comm or MPI.COMM_SELF)
+    p = ModelProblem(case, comm or MPI.COMM_SELF)
     assert p.solve(np.asarray(mu, dtype=float)).ok
     return p
 
@@ -54,18 +54,25 @@ def test_homogeneous_block_each_side_carries_a_quarter(degree, cell_type):
     p.destroy()
 
 
-def _direct_flux(p: ThermalBlockProblem, side: str) -> float:
+def _direct_flux(p: ModelProblem, side: str, mu: np.ndarray) -> float:
     """−∫_Γ κ ∇u_h·n ds from the gradient of u_h (the naive flux, for comparison)."""
     import ufl
     from dolfinx import fem
     from dolfinx import mesh as dmesh
 
+    from hybrid.model.library.thermal_block import block_index
+
+    Q = fem.functionspace(p.mesh, ("DG", 0))
+    n_cells = p.mesh.topology.index_map(2).size_local + p.mesh.topology.index_map(2).num_ghosts
+    mids = dmesh.compute_midpoints(p.mesh, 2, np.arange(n_cells, dtype=np.int32))
+    kappa = fem.Function(Q)
+    kappa.x.array[:] = mu[block_index(mids, 2)]
     axis, value = {"x0": (0, 0.0), "x1": (0, 1.0), "y0": (1, 0.0), "y1": (1, 1.0)}[side]
     facets = dmesh.locate_entities_boundary(p.mesh, 1, lambda x: np.isclose(x[axis], value))
     tags = dmesh.meshtags(p.mesh, 1, np.sort(facets), np.ones(len(facets), dtype=np.int32))
     ds = ufl.Measure("ds", domain=p.mesh, subdomain_data=tags)
     n = ufl.FacetNormal(p.mesh)
-    return fem.assemble_scalar(fem.form(-ufl.inner(p.kappa * ufl.grad(p.u), n) * ds(1)))
+    return fem.assemble_scalar(fem.form(-ufl.inner(kappa * ufl.grad(p.u), n) * ds(1)))
 
 
 def test_fluxes_converge_at_twice_the_energy_rate():
@@ -85,7 +92,7 @@ def test_fluxes_converge_at_twice_the_energy_rate():
         y = p.observe()
         assert abs(y.sum() - 1.0) < 1e-12              # conservative on every mesh
         errors.append(np.abs(y - y_ref).max())
-        direct.append(abs(_direct_flux(p, "x0") - y_ref[0]))
+        direct.append(abs(_direct_flux(p, "x0", mu) - y_ref[0]))
         p.destroy()
     rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert np.all(rates > 1.8), (errors, rates)
@@ -107,7 +114,9 @@ def test_observe_equals_the_affine_store_data():
     y = p.observe()
     st = p.static_data()
     u = p.ordering.gather_function(p.u)
-    ta, tf = case.physics.theta_a(mu), case.physics.theta_f(mu)
+    ta, tf = mu, np.ones(1)                              # θ_k = μ_k, ϑ_0 = 1 (the record)
+    assert p.model_record()["theta_a"] == [{"mu": k} for k in range(4)]
+    assert p.model_record()["theta_f"] == [1.0]
     assert st.observation_affine.shape == (8 * 4, u.size)
     assert st.observation_affine_f.shape == (8, 1)
     assert st.observation_affine[: 6 * 4].nnz == 0 and np.all(st.observation_affine_f[:6] == 0)
@@ -166,7 +175,7 @@ def test_flux_side_missing_from_the_mesh_is_a_case_error(tmp_path):
         'type = "unit_square"\ncells = 12', f'type = "file"\nfile = "{msh}"')
     case = parse_case(text + '\n[observations]\nfluxes = { right = "x1" }\n',
                       tmp_path / "half.toml")
-    p = ThermalBlockProblem(case, MPI.COMM_SELF)
+    p = ModelProblem(case, MPI.COMM_SELF)
     with pytest.raises(CaseError, match=r"half\.toml: observations\.fluxes\.right: no "
                                         r"boundary DOF on side 'x1'"):
         p.observe()

@@ -9,7 +9,7 @@ import pytest
 
 import hybrid.fem  # noqa: F401
 from hybrid.case import parse_case
-from hybrid.fem.thermal_block import ThermalBlockProblem
+from hybrid.fem.model_problem import ModelProblem
 
 from .conftest import small_case_text
 from .test_fem import check_mms_rates
@@ -43,13 +43,13 @@ def test_one_rank_and_two_ranks_agree_in_store_ordering(solver):
     )
     case = parse_case(small_case_text(cells=30, blocks=3, petsc=petsc), Path("t.toml"))
     mu = np.array([0.1, 0.9, 0.35, 0.6, 1.0, 0.2, 0.75, 0.45, 0.3])
-    par = ThermalBlockProblem(case, MPI.COMM_WORLD)
+    par = ModelProblem(case, MPI.COMM_WORLD)
     assert par.V.dofmap.index_map.size_local < par.V.dofmap.index_map.size_global
     assert par.solve(mu).ok
     u_par = par.ordering.gather_function(par.u)
     static_par = par.static_data()
     q_par = par.qoi()
-    ser = ThermalBlockProblem(case, MPI.COMM_SELF)
+    ser = ModelProblem(case, MPI.COMM_SELF)
     assert ser.solve(mu).ok
     u_ser = ser.ordering.gather_function(ser.u)
     if MPI.COMM_WORLD.rank == 0:
@@ -77,8 +77,8 @@ def test_observations_parallel_equal_serial():
         "averages = { top = [0.0, 0.5, 1.0, 1.0] }\n")
     case = parse_case(text, Path("t.toml"))
     mu = np.array([0.3, 0.8, 0.15, 0.6])
-    par = ThermalBlockProblem(case, MPI.COMM_WORLD)
-    ser = ThermalBlockProblem(case, MPI.COMM_SELF)
+    par = ModelProblem(case, MPI.COMM_WORLD)
+    ser = ModelProblem(case, MPI.COMM_SELF)
     assert par.solve(mu).ok and ser.solve(mu).ok
     y_par, y_ser = par.observe(), ser.observe()
     assert y_par.shape == (19,)

@@ -2,7 +2,8 @@
 
 Checked against mathematics or independent computations: the stored affine terms solve the
 stored fields, tangent-linear Jacobians equal central finite differences, the plug-in thermal
-block's store equals the hand-written one's, surrogates answer without the model's code.
+block's store equals the hand-written one's (tests/test_thermal_block_plugin.py),
+surrogates answer without the model's code.
 """
 
 from __future__ import annotations
@@ -120,11 +121,11 @@ def test_a_case_names_a_builtin_a_file_or_a_module_plugin(tmp_path):
     mod = parse_case(_case("hybrid.model.library.nonlinear_diffusion:NonlinearDiffusion"),
                      tmp_path / "m.toml")
     assert mod.physics.loaded.cls is c.physics.loaded.cls
-    # the thermal block keeps its hand-written path and its fingerprint (no "model" key)
+    # the built-in thermal block is a plug-in too (tests/test_thermal_block_plugin.py)
     from .conftest import small_case_text
 
     tb = parse_case(small_case_text(), tmp_path / "tb.toml")
-    assert not getattr(tb.physics, "plugin", False) and "model" not in tb.fingerprint()
+    assert tb.physics.plugin and tb.fingerprint()["model"]["reference"] == "thermal_block"
 
 
 @pytest.mark.parametrize("physics, params, qoi, obs, expect", [
@@ -132,7 +133,6 @@ def test_a_case_names_a_builtin_a_file_or_a_module_plugin(tmp_path):
     ('source = "hot"', None, '["mean"]', "grid = 2", "physics.source:"),
     ("", "a = { lower = 0.5, upper = 2.0 }", '["mean"]', "grid = 2", "parameters:"),
     ("", None, '["max"]', "grid = 2", "outputs.qoi: unknown quantity 'max'"),
-    ("", None, '["mean"]', 'fluxes = { left = "x0" }', "observations.fluxes: boundary fluxes"),
     ("", "mu0 = { lower = -1.0, upper = 2.0 }\nmu1 = { lower = 0.0, upper = 4.0 }",
      '["mean"]', "grid = 2", "parameters.mu0: the diffusivity"),
 ])
@@ -326,51 +326,6 @@ def test_linear_plugin_stores_affine_terms_that_solve_its_fields(tmp_path):
         du = sla.spsolve(Ad.tocsc(), rhs)
         assert np.allclose(s.qoi_functionals @ du, Jq[:, q], rtol=1e-9)
     p.destroy()
-
-
-def test_plugin_thermal_block_gives_todays_store():
-    """The thermal block as a plug-in: same fields, A_q, f_q, QoIs, observations to 1e-12."""
-    from mpi4py import MPI
-
-    from hybrid.core.theta import AffineCoefficients
-    from hybrid.fem.model_problem import ModelProblem
-    from hybrid.fem.thermal_block import ThermalBlockProblem
-
-    from .conftest import small_case_text
-
-    text = small_case_text(cells=8, blocks=2) + "\n[observations]\ngrid = 3\n" \
-        "averages = { box = [0.1, 0.1, 0.6, 0.4] }\n"
-    old_case = parse_case(text, Path("tb.toml"))
-    new_case = parse_case(text.replace('model = "thermal_block"',
-                                       'model = "hybrid.model.library.thermal_block:ThermalBlock"'),
-                          Path("tb.toml"))
-    old, new = ThermalBlockProblem(old_case, MPI.COMM_SELF), ModelProblem(new_case, MPI.COMM_SELF)
-    so, sn = old.static_data(), new.static_data()
-
-    def close(a, b):
-        a, b = (x.toarray() if hasattr(x, "toarray") else np.asarray(x) for x in (a, b))
-        assert a.shape == b.shape
-        assert np.abs(a - b).max() <= 1e-12 * max(np.abs(a).max(), 1e-300)
-
-    for name in ("points", "cells", "mass", "stiffness", "dirichlet_dofs", "affine_f",
-                 "qoi_functionals", "observation_functionals"):
-        close(getattr(so, name), getattr(sn, name))
-    rec = new.model_record()
-    assert rec["theta_a"] == [{"mu": k} for k in range(4)] and rec["certified"]
-    for Ao, An in zip(so.affine_a, sn.affine_a, strict=True):
-        close(Ao, An)
-    mu = np.array([0.2, 0.9, 0.5, 0.35])
-    coef = AffineCoefficients.from_record(rec, 4)
-    assert np.array_equal(coef.theta_a(mu), old_case.physics.theta_a(mu))
-    assert np.array_equal(coef.theta_f(mu), old_case.physics.theta_f(mu))
-    assert old.solve(mu).ok and new.solve(mu).ok
-    close(old.ordering.gather_function(old.u), new.ordering.gather_function(new.u))
-    close(old.qoi(), new.qoi())
-    close(old.observe(), new.observe())
-    close(old.observation_jacobian(mu), new.observation_jacobian(mu))
-    close(old.qoi_jacobian(mu), new.qoi_jacobian(mu))
-    old.destroy()
-    new.destroy()
 
 
 # ---------------------------------------------------------------------------- store, surrogate

@@ -65,7 +65,12 @@ def test_case_fingerprint_is_the_store_contract(tmp_path):
     text = small_case_text(blocks=2, cells=12) + "\n[observations]\npoints = [[0.25, 0.5]]\n"
     c = parse_case(text, tmp_path / "c.toml")
     fp = c.fingerprint()
-    assert list(fp) == ["mesh", "physics", "parameters", "qoi", "observations"]
+    assert list(fp) == ["mesh", "physics", "parameters", "qoi", "observations", "model"]
+    assert fp["model"]["reference"] == "thermal_block"
+    # stores of the former hand-written thermal block have no "model" key and still match
+    old = {k: v for k, v in fp.items() if k != "model"}
+    assert c.fingerprint_against(old) == old
+    assert c.fingerprint_against(fp) == fp
     assert fp["mesh"] == c.mesh.model_dump() and fp["mesh"]["cells"] == 12
     assert fp["physics"] == {"model": "thermal_block", "blocks": 2, "degree": 1,
                              "source": 1.0}

@@ -9,8 +9,9 @@ options are removed afterwards, even when the set-up raises. Every solve returns
 :class:`~hybrid.fem.solver.SolveResult` (ok, PETSc's converged reason, iterations): a
 failed solve is a result, not an exception.
 
-Options are the problem's defaults (``Problem.solver``) updated by the caller's (the
-case's ``[solver.petsc]``). Newton starts from zero (``warm_start=False``, reproducible) or
+Options are hybrid's defaults, then the problem's (``Problem.solver``), then the caller's
+(the case's ``[solver.petsc]``), each layer replacing the solver families it names
+(:func:`_layer`). Newton starts from zero (``warm_start=False``, reproducible) or
 from the last solution.
 """
 
@@ -38,6 +39,20 @@ NEWTON_DEFAULTS = {"snes_type": "newtonls", "snes_linesearch_type": "basic",
                    **LINEAR_DEFAULTS}
 
 
+def _layer(base: dict, over: dict) -> dict:
+    """PETSc options ``over`` on top of ``base``.
+
+    Where ``over`` chooses a ``ksp_type``, ``pc_type`` or ``snes_type``, the ``ksp_*``,
+    ``pc_*`` or ``snes_*`` options of ``base`` are dropped: they belong to the solver it
+    replaces (e.g. ``pc_factor_mat_solver_type`` of the default LU under a case's
+    ``pc_type = "none"``, which PETSc would never use).
+    """
+    for family in ("ksp", "pc", "snes"):
+        if f"{family}_type" in over:
+            base = {k: v for k, v in base.items() if not k.startswith(f"{family}_")}
+    return {**base, **over}
+
+
 def _petsc_value(v):
     return str(v).lower() if isinstance(v, bool) else v
 
@@ -63,7 +78,7 @@ class Discretisation:
         self.J = jacobian(problem.F, self.u)
         self.linear = self.u not in self.J.coefficients()
         defaults = LINEAR_DEFAULTS if self.linear else NEWTON_DEFAULTS
-        self.options = {**defaults, **dict(problem.solver), **dict(petsc_options or {})}
+        self.options = _layer(_layer(defaults, dict(problem.solver)), dict(petsc_options or {}))
         self.prefix = f"{name}_{next(_ids)}_"
         self._qoi = {k: fem.form(f) for k, f in problem.qoi.items()}
         if self.linear:

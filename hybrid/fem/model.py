@@ -98,10 +98,11 @@ class FEMModel:
     def jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Observations y(μ) and their Jacobian dy/dμ (m, P) by the tangent-linear model.
 
-        One solve and P back-substitutions (see ``ThermalBlockProblem.observation_jacobian``
-        and, for plug-in models, ``ModelProblem.observation_jacobian``: J(u) δu_q = −∂F/∂μ_q);
-        raises :class:`SolveFailed`.
-        Collective on ``comm``; the result is on every rank.
+        One solve, then ``ModelProblem.observation_jacobian``: min(P, m) tangent-linear or
+        adjoint solves on one factorisation of J; the rows of boundary fluxes,
+        y_Γ = −F(u; g_Γ; μ), come from ``ModelProblem.flux_jacobian`` (they also depend on μ
+        directly). Raises
+        :class:`SolveFailed`. Collective on ``comm``; the result is on every rank.
         """
         s = self._solved(mu)
         t0 = time.perf_counter()
@@ -206,7 +207,7 @@ class FEMModel:
         """QoIs q(μ) and their Jacobian dq/dμ (q, P) by the tangent-linear model.
 
         One solve and P back-substitutions with the same factors (see
-        ``ThermalBlockProblem.qoi_jacobian``); raises :class:`SolveFailed`. Collective on
+        ``ModelProblem.qoi_jacobian``); raises :class:`SolveFailed`. Collective on
         ``comm``; the result is on every rank.
         """
         s = self._solved(mu)

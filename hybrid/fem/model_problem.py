@@ -1,14 +1,25 @@
-"""A model plug-in's Problem on a case: the interface of the hand-written thermal block.
+"""A model plug-in's Problem on a case: what campaigns, the FEM model and ``hybrid solve`` use.
 
 :class:`ModelProblem` builds the plug-in's :class:`hybrid.model.Problem` on the case's mesh
-and gives campaigns, :class:`hybrid.fem.model.FEMModel` and ``hybrid solve`` what
-:class:`hybrid.fem.thermal_block.ThermalBlockProblem` gives them:
+(every model is a plug-in, the built-in thermal block included) and gives
+campaigns, :class:`hybrid.fem.model.FEMModel` and ``hybrid solve``:
 
 - ``solve(μ)``: :class:`hybrid.fem.discretisation.Discretisation` (KSP for a linear F,
   SNES Newton otherwise); the converged reason is the sample's reason;
 - the field in store ordering (:class:`hybrid.fem.ordering.StoreOrdering`), the case's QoIs
   (each must be a linear functional q(u) = l·u: ∂q/∂u is u-free and q(0) = 0, so that the
   store can hold it as the row l), point sensors and box averages (rows L, y = L u);
+- boundary fluxes from the residual, for every model: with g_Γ the weight of Γ
+  (:func:`hybrid.fem.observations.flux_weight`: 1 on the Dirichlet DOFs of Γ, shared
+  DOFs split between sides, 0 elsewhere), the outward flux is
+
+      y_Γ(u; μ) = −F(u; g_Γ; μ)        (F with its test function replaced by g_Γ)
+
+  — for F = a(u, v; μ) − ∫ s v this is ∫ s g_Γ − a(u, g_Γ; μ), positive for heat leaving Ω.
+  For a linear affine F = Σ_q θ_q (a_q(u, v) − f_q(v)) it is affine in θ,
+  y_Γ = Σ_q θ_q (B_q u + b_q) with B_q = −g_Γᵀ A_q, b_q = g_Γᵀ f_q, which the store holds
+  (docs/store-format.md); its μ-derivative is dy_Γ/dμ_q = −∂F/∂u[δu_q](g_Γ) − ∂F/∂μ_q(u; g_Γ)
+  (:meth:`ModelProblem.flux_jacobian`);
 - ``static_data()``: mesh, mass and stiffness matrices, Dirichlet DOFs, QoI and observation
   rows, and — for a linear F with a checked affine decomposition
   F = Σ_q θ_q(μ) (a_q(u, v) − f_q(v)) (:func:`hybrid.fem.analysis.affine_decomposition`) —
@@ -81,6 +92,10 @@ class ModelProblem:
         self._obs = None
         self._record = None
         self._tl = None
+        self._an = None
+        self._flux = None
+        self._flux_affine = None
+        self._flux_tl = None
 
     # ---------------------------------------------------------------- solve and outputs
     @property
@@ -124,18 +139,197 @@ class ModelProblem:
         return self._obs if self.comm.rank == self.ordering.root else None
 
     def observation_operator(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(rows, offset) with y = rows @ u + offset: μ-independent here (offset 0); on root."""
+        """(rows (m, N), offset (m,)) with y = rows @ u + offset at μ, in store ordering.
+
+        Point sensors and averages: their rows L, offset 0. A flux row is Σ_q θ_q(μ) B_q, its
+        offset Σ_q ϑ_q(μ) b_q (a linear affine model; otherwise fluxes are refused here, as
+        they are not rows). On root (None elsewhere); collective.
+        """
+        from hybrid.core.theta import AffineCoefficients
+        from hybrid.store import affine_observation_operator
+
         L = self.observation_rows()
-        if L is None:
+        aff = self.observation_affine()
+        if self.comm.rank != self.ordering.root:
             return None
-        return L.copy(), np.zeros(L.shape[0])
+        if aff is None:
+            return L.copy(), np.zeros(L.shape[0])
+        d = self._analysis().affine     # cached by observation_affine on every rank
+        coef = AffineCoefficients(d.theta_a, d.theta_f, n_params=len(self.mu))
+        mu = np.asarray(mu, dtype=float)
+        return affine_observation_operator(L, aff[0], aff[1], coef.theta_a(mu),
+                                           coef.theta_f(mu))
 
     def observe(self) -> np.ndarray:
-        """Observations of the current solution, in ``case.observations.names()`` order."""
+        """Observations of the current solution, in ``case.observations.names()`` order.
+
+        Sensors and averages as L u, then the fluxes −F(u; g_Γ) (the same on all ranks).
+        """
         rows = self.observation_rows()
         u = self.ordering.gather_function(self.u)
         y = rows @ u if u is not None else None
-        return self.comm.bcast(y, root=self.ordering.root)
+        y = self.comm.bcast(y, root=self.ordering.root)
+        n_flux = len(self.case.observations.fluxes)
+        if n_flux:
+            y[len(y) - n_flux:] = self.flux_values()
+        return y
+
+    # ---------------------------------------------------------------- boundary fluxes
+    def _fluxes(self) -> tuple[list[np.ndarray], fem.Function, fem.Form]:
+        """Flux weights g_Γ (local arrays), a Function g to hold one, the compiled −F(u; g).
+
+        One compiled form serves all fluxes. Collective; cached.
+
+        A side of Γ must be Dirichlet throughout: at a DOF without a Dirichlet condition the
+        residual vanishes, so −F(u; g_Γ) would miss the flux through it (CaseError).
+        """
+        if self._flux is None:
+            from hybrid.errors import CaseError
+            from hybrid.fem.observations import SIDE_AXIS, flux_weight
+            from hybrid.model.helpers import boundary_dofs
+
+            dirichlet = self._dirichlet_dofs()
+            free = np.setdiff1d(boundary_dofs(self.V), dirichlet)
+            x = self.V.tabulate_dof_coordinates()
+            gdim = self.mesh.geometry.dim
+
+            def count(dofs, side):
+                a, val = SIDE_AXIS[side]
+                return self.comm.allreduce(int(np.sum(np.abs(x[dofs, a] - val) <= 1e-10)))
+
+            sides_all = [s for s, (a, _) in SIDE_AXIS.items() if a < gdim]
+            n_free = {s: count(free, s) for s in sides_all}
+            full = [s for s in sides_all if n_free[s] == 0 and count(dirichlet, s) > 0]
+            g = fem.Function(self.V, name="flux_weight")
+            weights = []
+            for name, sides in self.case.observations.fluxes.items():
+                where = f"{self.case.path}: observations.fluxes.{name}"
+                for side in sides:
+                    if n_free.get(side, 0):
+                        raise CaseError(
+                            f"{where}: side {side!r} has boundary DOFs without a Dirichlet "
+                            "condition; fluxes are taken from the residual at Dirichlet DOFs")
+                gi = flux_weight(self.V, dirichlet, sides, where, among=full)
+                weights.append(gi.x.array.copy())
+            v = self.pb.F.arguments()[0]
+            self._flux = (weights, g, fem.form(-ufl.replace(self.pb.F, {v: g})))
+        return self._flux
+
+    def flux_values(self) -> np.ndarray:
+        """Outward fluxes −F(u; g_Γ) of the current solution, one per flux (every rank)."""
+        if not self.case.observations.fluxes:
+            return np.zeros(0)
+        weights, g, form = self._fluxes()
+        out = []
+        for w in weights:
+            g.x.array[:] = w
+            out.append(self.comm.allreduce(fem.assemble_scalar(form)))
+        return np.array(out, dtype=float)
+
+    def observation_affine(self) -> tuple | None:
+        """The μ-dependent part of the observations, in the store's format, on root.
+
+        (B, b): B CSR (n_obs·Q_a, N), row i·Q_a + q = B_{i,q} = −g_Γᵀ A_q for flux i (zero
+        rows for sensors and averages), b (n_obs, Q_f) with b_{i,q} = g_Γᵀ f_q = f_q(g_Γ).
+        None when the case declares no flux (and on the other ranks). A model that is not
+        linear with affine terms has no such form: CaseError. Collective.
+        """
+        import scipy.sparse as sp
+
+        from hybrid.errors import CaseError
+
+        fluxes = self.case.observations.fluxes
+        if not fluxes:
+            return None
+        if self._flux_affine is None:
+            an = self._analysis()
+            d = an.affine
+            if not (an.linear and d.affine and d.a):
+                why = d.reason if not d.affine else "F is not linear in u"
+                raise CaseError(
+                    f"{self.case.path}: observations.fluxes: a store holds fluxes as affine "
+                    f"functionals Σ θ_q (B_q u + b_q), which needs a linear model with affine "
+                    f"terms; model {self.spec.name!r}: {why}")
+            o = self.ordering
+            weights, g, _ = self._fluxes()
+            ca = [fem.Constant(self.mesh, 0.0) for _ in d.a]
+            cf = [fem.Constant(self.mesh, 0.0) for _ in d.f]
+            # one compiled form each: Σ_q c_q a_q(v, g) (the row g_Γᵀ A_q), Σ_q c_q f_q(g)
+            row = fem.form(_weighted(ca, [ufl.action(ufl.adjoint(t.form), g) for t in d.a]))
+            rhs = fem.form(_weighted(cf, [ufl.action(t.form, g) for t in d.f]))
+            rows, bf = [], []
+            for w in weights:
+                g.x.array[:] = w
+                for q in range(len(ca)):
+                    for k, c in enumerate(ca):
+                        c.value = 1.0 if k == q else 0.0
+                    rows.append(self._gathered(row))
+                line = []
+                for q in range(len(cf)):
+                    for k, c in enumerate(cf):
+                        c.value = 1.0 if k == q else 0.0
+                    line.append(self.comm.allreduce(fem.assemble_scalar(rhs)))
+                bf.append(line)
+            if self.comm.rank == o.root:
+                n_lin = len(self.case.observations.names()) - len(fluxes)
+                Qa, Qf = len(ca), len(cf)
+                B = sp.vstack([sp.csr_matrix((n_lin * Qa, o.n_global)),
+                               -sp.csr_matrix(np.array(rows))], format="csr")
+                B.eliminate_zeros()
+                b = np.zeros((n_lin + len(fluxes), Qf))
+                b[n_lin:] = np.array(bf).reshape(len(fluxes), Qf)
+                self._flux_affine = (B, b)
+            else:
+                self._flux_affine = ()
+        return self._flux_affine if self.comm.rank == self.ordering.root else None
+
+    def _gathered(self, form: fem.Form) -> np.ndarray | None:
+        """A compiled linear form assembled and gathered in store ordering (root; collective)."""
+        b = fem_petsc.create_vector(self.V)
+        assemble_into(form, b)
+        out = self.ordering.gather_vector(b)
+        b.destroy()
+        return out
+
+    def flux_jacobian(self, mu: np.ndarray) -> np.ndarray:
+        """dy_Γ/dμ (n_flux, P) at the current solution (solved at ``mu``); every rank.
+
+        Differentiating y_Γ = −F(u(μ); g_Γ; μ):
+        dy_Γ/dμ_q = −(∂F/∂u)[δu_q](g_Γ) − (∂F/∂μ_q)(u; g_Γ), with the tangents δu_q of the
+        tangent-linear model (:meth:`_tangents`, the same factorisation as the other
+        Jacobians). The first term is r_Γ·δu_q with r_Γ = −∂/∂u F(u; g_Γ) assembled as a
+        vector. Collective.
+        """
+        if not self.case.observations.fluxes:
+            return np.zeros((0, len(self.mu)))
+        weights, g, _ = self._fluxes()
+        if self._flux_tl is None:
+            v = self.pb.F.arguments()[0]
+            Fg = ufl.replace(self.pb.F, {v: g})
+            dr = ufl.algorithms.expand_derivatives(
+                ufl.derivative(-Fg, self.u, ufl.TestFunction(self.V)))
+            c = [fem.Constant(self.mesh, 0.0) for _ in self.mu.constants]
+            dmu = [(ck, f) for ck, f in zip(c, parameter_derivatives(-Fg, self.mu), strict=True)
+                   if not f.empty()]
+            dform = fem.form(_weighted(*zip(*dmu, strict=True))) if dmu else None
+            self._flux_tl = (fem.form(dr), c, dform, fem_petsc.create_vector(self.V))
+        rform, c, dform, b = self._flux_tl
+        tangents = self._tangents()
+        n = self.V.dofmap.index_map.size_local
+        P = len(self.mu)
+        J = np.zeros((len(weights), P))
+        for i, w in enumerate(weights):
+            g.x.array[:] = w
+            assemble_into(rform, b)
+            r = b.getArray()[:n]
+            local = np.array([r @ du for du in tangents])
+            J[i] = self.comm.allreduce(local)
+            if dform is not None:
+                for q in range(P):
+                    for k, ck in enumerate(c):
+                        ck.value = 1.0 if k == q else 0.0
+                    J[i, q] += self.comm.allreduce(fem.assemble_scalar(dform))
+        return J
 
     # ---------------------------------------------------------------- static data
     def _dirichlet_dofs(self) -> np.ndarray:
@@ -143,8 +337,11 @@ class ModelProblem:
         return np.unique(np.concatenate(dofs)) if dofs else np.zeros(0, dtype=np.int32)
 
     def _analysis(self):
-        box = (self.case.parameters.lower, self.case.parameters.upper)
-        return analyse(self.pb, self.mu, box)
+        """:func:`hybrid.fem.analysis.analyse` of the problem on the case's box (cached)."""
+        if self._an is None:
+            box = (self.case.parameters.lower, self.case.parameters.upper)
+            self._an = analyse(self.pb, self.mu, box)
+        return self._an
 
     def model_record(self) -> dict:
         """What the store and surrogates record of the model (after :meth:`static_data`).
@@ -189,6 +386,7 @@ class ModelProblem:
         }
         qoi = [o.gather(vec_) for vec_ in self.qoi_vectors().values()]
         obs = self.observation_rows()
+        obs_affine = self.observation_affine()
         dirichlet = o.gather_index_set(self._dirichlet_dofs())
         cells = o.gather_cells()
         if self.comm.rank != o.root:
@@ -205,6 +403,8 @@ class ModelProblem:
             affine_f=np.array(affine_f) if affine_f else np.zeros((0, N)),
             qoi_functionals=np.array(qoi) if qoi else np.zeros((0, N)),
             observation_functionals=obs,
+            observation_affine=obs_affine[0] if obs_affine else None,
+            observation_affine_f=obs_affine[1] if obs_affine else None,
         )
 
     # ---------------------------------------------------------------- derivatives
@@ -255,7 +455,12 @@ class ModelProblem:
         factorisation of J (:mod:`hybrid.fem.tangent`); ``mode`` forces one.
         """
         self._at(mu)
-        return self.sensitivity().jacobian(self._observation_rows_owned(), mode)
+        J = self.sensitivity().jacobian(self._observation_rows_owned(), mode)
+        n_flux = len(self.case.observations.fluxes)
+        if n_flux:   # flux rows depend on μ directly too: y_Γ = −F(u; g_Γ; μ)
+            J = np.array(J, dtype=float)
+            J[J.shape[0] - n_flux:] = self.flux_jacobian(mu)
+        return J
 
     def qoi_jacobian(self, mu: np.ndarray, mode: str = "auto") -> np.ndarray:
         """dq/dμ (n_qoi, P) at the solution at ``mu``: l·δu_q or −λᵀ∂F/∂μ; on every rank."""
@@ -272,11 +477,15 @@ class ModelProblem:
     def vjp(self, mu: np.ndarray, output: str, sens: np.ndarray) -> np.ndarray:
         """sᵀ d(output)/dμ (P,) at the solution at ``mu``: one adjoint solve; every rank."""
         self._at(mu)
+        if output == "observations" and self.case.observations.fluxes:
+            return np.asarray(sens, dtype=float) @ self.observation_jacobian(mu)
         return self.sensitivity().vjp(self._output_rows(output), sens)
 
     def jvp(self, mu: np.ndarray, output: str, direction: np.ndarray) -> np.ndarray:
         """d(output)/dμ v at the solution at ``mu``: one tangent-linear solve; every rank."""
         self._at(mu)
+        if output == "observations" and self.case.observations.fluxes:
+            return self.observation_jacobian(mu) @ np.asarray(direction, dtype=float)
         return self.sensitivity().jvp(self._output_rows(output), direction)
 
     # ---------------------------------------------------------------- residual indicator
@@ -310,3 +519,9 @@ class ModelProblem:
             self._tl = None
         for ind in self.__dict__.pop("_indicators", {}).values():
             ind.destroy()
+
+
+def _weighted(weights, forms) -> ufl.Form:
+    """Σ_q w_q F_q as one form (w_q Constants: one JIT compilation serves every q)."""
+    return ufl.Form([itg.reconstruct(integrand=w * itg.integrand())
+                     for w, f in zip(weights, forms, strict=True) for itg in f.integrals()])

@@ -108,7 +108,8 @@ SIDE_AXIS = {"x0": (0, 0.0), "x1": (0, 1.0), "y0": (1, 0.0), "y1": (1, 1.0),
 
 
 def flux_weight(V: fem.FunctionSpace, boundary_dofs: np.ndarray, sides: list[str],
-                where: str = "observations.fluxes") -> fem.Function:
+                where: str = "observations.fluxes",
+                among: list[str] | None = None) -> fem.Function:
     """The weight g_Γ ∈ V_h of the flux through the union Γ of ``sides`` of the unit box.
 
     g_Γ vanishes at interior DOFs. A boundary DOF on m sides of the box (m = 2 at an edge of
@@ -118,14 +119,19 @@ def flux_weight(V: fem.FunctionSpace, boundary_dofs: np.ndarray, sides: list[str
     (Weighting the shared DOFs by 1 — closed sides — counts them twice: the four sides of
     the square would then sum to ∫ s plus the residuals of the corner DOFs, ∫ s φ_c −
     a(u, φ_c), e.g. exactly h² too much for P1 on the built-in triangle mesh.)
-    ``boundary_dofs``: local indices (owned and ghost) of the DOFs on ∂Ω. Collective.
+    ``boundary_dofs``: local indices (owned and ghost) of the DOFs on ∂Ω (for a model with
+    Dirichlet conditions on part of ∂Ω: its Dirichlet DOFs). ``among``: the sides that share
+    the boundary DOFs (default: every side of the box) — for such a model, the sides that are
+    Dirichlet throughout, so that a corner with one insulated side counts wholly for the
+    other. Collective.
     """
     msh = V.mesh
     gdim = msh.geometry.dim
     x = V.tabulate_dof_coordinates()
     bd = np.asarray(boundary_dofs, dtype=np.int32)
     on = {s: np.abs(x[bd, a] - v) <= 1e-10 for s, (a, v) in SIDE_AXIS.items() if a < gdim}
-    counts = np.sum(list(on.values()), axis=0)
+    shared = [s for s in on if among is None or s in among or s in sides]
+    counts = np.sum([on[s] for s in shared], axis=0)
     mine = np.sum([on[s] for s in sides], axis=0)
     found = msh.comm.allreduce(np.array([int(on[s].any()) for s in sides]))
     for s, n in zip(sides, found, strict=True):

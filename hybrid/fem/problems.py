@@ -1,4 +1,4 @@
-"""Registry of finite-element problems by physics model name."""
+"""The finite-element problem of a case."""
 
 from __future__ import annotations
 
@@ -10,16 +10,12 @@ from hybrid.case import Case
 def create_problem(case: Case, comm: MPI.Intracomm):
     """Build the FEM problem of ``case`` on ``comm`` (collective).
 
-    A plug-in model (:mod:`hybrid.model`) gets the generic
-    :class:`~hybrid.fem.model_problem.ModelProblem`; ``thermal_block`` its hand-written one.
+    Every model is a plug-in (:mod:`hybrid.model`; the built-in thermal block included) and
+    gets the generic :class:`~hybrid.fem.model_problem.ModelProblem`.
     """
-    model = case.physics.name
     if getattr(case.physics, "plugin", False):
         from hybrid.fem.model_problem import ModelProblem
 
         return ModelProblem(case, comm)
-    if model == "thermal_block":
-        from hybrid.fem.thermal_block import ThermalBlockProblem
-
-        return ThermalBlockProblem(case, comm)
-    raise NotImplementedError(f"no finite-element implementation for physics model {model!r}")
+    raise NotImplementedError(f"no finite-element implementation for physics model "
+                              f"{case.physics.name!r} (not a plug-in)")

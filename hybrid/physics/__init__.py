@@ -1,30 +1,19 @@
-"""Physics models: the DOLFINx-free half (settings, affine coefficients, QoI names).
+"""Physics models as the case file sees them (DOLFINx-free).
 
-Each physics model is a :class:`PhysicsSpec` subclass registered by name. The spec validates
-the model's settings from the case file, says how many parameters it takes, and — for affine
-models — gives the parameter-dependent coefficients θ_q(μ), ϑ_q(μ) of
+Every built-in model is a plug-in (:mod:`hybrid.model.library`, docs/models.md): a case
+names it by reference (:mod:`hybrid.physics.plugin`), and its stores record θ_q as data that
+the surrogate side evaluates without the model's code. :mod:`hybrid.physics.thermal_block`
+reads stores and surrogates of the former hand-written thermal block.
 
-    A(μ) = Σ_q θ_q(μ) A_q,      f(μ) = Σ_q ϑ_q(μ) f_q.
-
-The finite-element half (forms, solve) lives in :mod:`hybrid.fem` under the same name; this
-split keeps the surrogate side importable without DOLFINx (see docs/architecture.md).
-
-Models written as plug-ins (:mod:`hybrid.model`, docs/models.md) are not registered here:
-a case names them by reference (:mod:`hybrid.physics.plugin`), and their stores record the
-θ_q as data that the surrogate side evaluates without the model's code.
+``REGISTRY`` maps a name to a hand-written :class:`PhysicsSpec` (settings, parameter count,
+QoI names, checks) for a case; none is built in any more, it stays for specs registered by
+code (tests) without a finite-element half.
 """
 
 from __future__ import annotations
 
 from hybrid.physics.base import PhysicsSpec
-from hybrid.physics.thermal_block import ThermalBlock
 
-REGISTRY: dict[str, type[PhysicsSpec]] = {ThermalBlock.name: ThermalBlock}
+REGISTRY: dict[str, type[PhysicsSpec]] = {}
 
-
-def get_spec(name: str) -> type[PhysicsSpec]:
-    """Return the spec class registered under ``name`` (KeyError if unknown)."""
-    return REGISTRY[name]
-
-
-__all__ = ["REGISTRY", "PhysicsSpec", "ThermalBlock", "get_spec"]
+__all__ = ["REGISTRY", "PhysicsSpec"]

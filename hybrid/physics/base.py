@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
@@ -21,7 +20,6 @@ class PhysicsSpec:
 
     name: ClassVar[str]
     Settings: ClassVar[type[PhysicsSettings]] = PhysicsSettings
-    affine: ClassVar[bool] = False
 
     def __init__(self, settings: PhysicsSettings):
         self.settings = settings
@@ -37,12 +35,3 @@ class PhysicsSpec:
     def check_consistency(self, case) -> list[tuple[str, str]]:
         """Cross-section checks; return (key, message) pairs for each problem."""
         return []
-
-    # Affine decomposition (affine models only)
-    def theta_a(self, mu: np.ndarray) -> np.ndarray:
-        """θ_q(μ) for the operator terms; mu of shape (..., P) → (..., Q_a)."""
-        raise NotImplementedError
-
-    def theta_f(self, mu: np.ndarray) -> np.ndarray:
-        """ϑ_q(μ) for the right-hand side terms; mu of shape (..., P) → (..., Q_f)."""
-        raise NotImplementedError

@@ -3,8 +3,8 @@
 ``[physics] model = "nonlinear_diffusion"`` (a built-in plug-in or an entry point),
 ``"models/my_pde.py:MyPDE"`` (a file relative to the case) or ``"pkg.mod:Class"``; the other
 keys of ``[physics]`` are the model's Settings (unknown keys refused). :class:`PluginSpec`
-gives the case the same view as a hand-written :class:`~hybrid.physics.base.PhysicsSpec`
-(settings, number of parameters, QoI names, cross-checks) and carries the loaded model for
+gives the case the view of a :class:`~hybrid.physics.base.PhysicsSpec` (settings, number
+of parameters, QoI names, cross-checks) and carries the loaded model for
 :class:`hybrid.fem.model_problem.ModelProblem`.
 
 This module imports no model code and no DOLFINx itself; :func:`load_plugin` does, because
@@ -48,7 +48,6 @@ class PluginSpec(PhysicsSpec):
     """
 
     plugin = True
-    affine = False   # θ_q come from the store's trees, not from this spec
 
     def __init__(self, loaded, model):
         self.loaded, self.model = loaded, model
@@ -77,11 +76,7 @@ class PluginSpec(PhysicsSpec):
                                     f"{_one_line(exc)}") from None
 
     def check_consistency(self, case) -> list[tuple[str, str]]:
-        problems = list(self.loaded.check(self.model, case))
-        if case.observations.fluxes:
-            problems.append(("observations.fluxes", "boundary fluxes are implemented for the "
-                             "built-in thermal block only, not yet for plug-in models"))
-        return problems
+        return list(self.loaded.check(self.model, case))
 
 
 def load_plugin(reference: str, table: dict, case_dir) -> PluginSpec:

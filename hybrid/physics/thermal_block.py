@@ -1,73 +1,76 @@
-"""The thermal block: the standard model-order-reduction benchmark.
+"""Compatibility with stores and surrogates of the hand-written thermal block (DOLFINx-free).
 
-    −∇·(κ(x; μ) ∇u) = s  in Ω = (0, 1)²,   u = 0 on ∂Ω,
+Up to commit 584f397 the built-in ``thermal_block`` was hand-written (a spec here, its FEM
+half in ``hybrid/fem/thermal_block.py``). It is now the plug-in
+:mod:`hybrid.model.library.thermal_block`, whose stores record the model like any plug-in:
+``model`` = {reference, sha256, settings, θ trees} in the manifest and ``model`` =
+{reference, sha256} in the fingerprint. Stores and surrogates of the old built-in have
+neither. This module is the one place that knows how to read them:
 
-with κ = μ_k on block k of a B×B grid of equal blocks, k = ix + B·iy (ix the block column
-from the left, iy the block row from the bottom; a point on a block edge belongs to the
-right/upper block). The problem is affine with Q_a = B² terms θ_k(μ) = μ_k, A_k = ∫_{Ω_k}
-∇u·∇v, and Q_f = 1 term ϑ_0 = 1, f_0 = ∫ s v.
+- :func:`legacy_model_record`: the record an old store implies. The hand-written block was
+  affine with θ_k(μ) = μ_k (k < B²), ϑ_0 = 1, and coercive (the case required μ_k > 0), so the
+  record is ``theta_a = [{"mu": k}]``, ``theta_f = [1.0]``, ``certified = true``;
+- :func:`comparable_fingerprint`: a case's fingerprint as it compares with a stored one. An
+  old store's fingerprint has no ``model`` key; a case naming the built-in ``thermal_block``
+  matches it when everything else agrees (mesh, physics settings, parameters, QoIs,
+  observations). The model's sha256 is then not compared: the old store predates it, and
+  the plug-in gives the old store to 1e-12 (tests/test_thermal_block_plugin.py).
+
+It also keeps :func:`case_text`, the thermal-block case text of scripts, benchmarks and tests.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from pydantic import Field
-
-from hybrid.physics.base import PhysicsSettings, PhysicsSpec
+LEGACY_MODEL = "thermal_block"
+"""The model name (and built-in reference) of the hand-written thermal block."""
 
 
-class ThermalBlockSettings(PhysicsSettings):
-    """Settings of [physics] for model = "thermal_block"."""
+def is_legacy(physics: dict | None, record: dict | None = None) -> bool:
+    """Whether ``physics`` and ``record`` are those of a hand-written thermal-block store.
 
-    blocks: int = Field(3, ge=1, le=20)
-    source: float = 1.0
-    degree: int = Field(1, ge=1, le=3)
+    That is: no ``model`` record, and ``physics.model = "thermal_block"``.
+    """
+    return record is None and isinstance(physics, dict) and physics.get("model") == LEGACY_MODEL
 
 
-class ThermalBlock(PhysicsSpec):
-    """Spec of the thermal block."""
+def legacy_model_record(physics: dict) -> dict:
+    """The ``model`` record of a store of the hand-written thermal block (module docstring).
 
-    name = "thermal_block"
-    Settings = ThermalBlockSettings
-    affine = True
+    ``physics`` is the store's ``physics`` table, e.g. ``{"model": "thermal_block",
+    "blocks": 3, "degree": 1, "source": 1.0}``; ``blocks`` defaults to 3 as it did.
+    """
+    blocks = int(physics.get("blocks", 3))
+    settings = {k: v for k, v in physics.items() if k != "model"}
+    return {"reference": LEGACY_MODEL, "sha256": "", "settings": settings, "linear": True,
+            "affine": True, "certified": True, "reason": "",
+            "theta_a": [{"mu": k} for k in range(blocks**2)], "theta_f": [1.0]}
 
-    @property
-    def blocks(self) -> int:
-        return self.settings.blocks
 
-    def n_parameters(self) -> int:
-        return self.blocks**2
+def model_record(manifest: dict) -> dict | None:
+    """The ``model`` record of a store's or a surrogate's metadata.
 
-    def qoi_names(self) -> list[str]:
-        """``mean`` = ∫_Ω u dx; ``block_mean_k`` = (1/|Ω_k|) ∫_{Ω_k} u dx."""
-        return ["mean"] + [f"block_mean_{k}" for k in range(self.blocks**2)]
+    The recorded one, else the legacy one of a hand-written thermal block; None for neither.
+    """
+    record = manifest.get("model")
+    if record is not None:
+        return record
+    physics = manifest.get("physics")
+    return legacy_model_record(physics) if is_legacy(physics) else None
 
-    def check_consistency(self, case) -> list[tuple[str, str]]:
-        problems = []
-        mesh = case.mesh
-        if mesh.type == "unit_cube" or mesh.gdim != 2:
-            problems.append(("mesh.type", "the thermal block is posed on the unit square"))
-        if mesh.type == "unit_square" and mesh.cells % self.blocks != 0:
-            problems.append(
-                ("mesh.cells", f"must be a multiple of physics.blocks={self.blocks} so the mesh "
-                 f"resolves the block edges, got {mesh.cells}")
-            )
-        if any(p.lower <= 0 for p in case.parameters.parameters):
-            problems.append(("parameters", "conductivities must have lower bound > 0"))
-        return problems
 
-    def theta_a(self, mu: np.ndarray) -> np.ndarray:
-        """θ_k(μ) = μ_k; a torch tensor is returned as it is (exact autograd)."""
-        if hasattr(mu, "detach"):
-            return mu
-        return np.asarray(mu, dtype=float)
+def comparable_fingerprint(current: dict, stored: dict | None) -> dict:
+    """``current`` (a case's fingerprint, JSON) as it compares with ``stored`` (module docstring).
 
-    def theta_f(self, mu: np.ndarray) -> np.ndarray:
-        """ϑ_0(μ) = 1 (same array type as μ)."""
-        if hasattr(mu, "new_ones"):
-            return mu.new_ones(mu.shape[:-1] + (1,))
-        mu = np.asarray(mu, dtype=float)
-        return np.ones(mu.shape[:-1] + (1,))
+    Only the legacy rule changes anything: a stored fingerprint without ``model`` whose
+    physics is the built-in thermal block, against a case naming the built-in
+    ``thermal_block``, is compared without the case's ``model`` key.
+    """
+    if not isinstance(stored, dict) or "model" in stored or "model" not in current:
+        return current
+    ref = (current.get("model") or {}).get("reference")
+    if ref == LEGACY_MODEL and is_legacy(stored.get("physics")):
+        return {k: v for k, v in current.items() if k != "model"}
+    return current
 
 
 MUMPS = 'ksp_type = "preonly"\npc_type = "lu"\npc_factor_mat_solver_type = "mumps"'

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid.surrogate.coefficients import coefficients_of
 from hybrid.surrogate.errors import SurrogateError
 from hybrid.surrogate.pod import norms, pod, projection_errors
 from hybrid.surrogate.reductor import (
@@ -68,37 +69,6 @@ class BuildOptions:
         d = asdict(self)
         d["training"] = self.training.to_dict()
         return d
-
-
-def coefficients_of(manifest: dict, n_params: int | None = None):
-    """θ_q(μ), ϑ_q(μ) of a store or a surrogate: from its recorded θ trees, or by name.
-
-    A plug-in model's store records ``model`` = {reference, sha256, settings, θ trees}
-    (:meth:`hybrid.fem.model_problem.ModelProblem.model_record`); its coefficients are
-    evaluated from the trees (:class:`hybrid.core.theta.AffineCoefficients`), and no model
-    code is imported. Without a record (stores of the hand-written thermal block), the spec
-    registered in :mod:`hybrid.physics` under ``physics.model``; None if there is none.
-    """
-    from hybrid.core.theta import AffineCoefficients
-    from hybrid.errors import ThetaError
-
-    record = manifest.get("model")
-    if record is not None:
-        try:
-            return AffineCoefficients.from_record(record, n_params)
-        except ThetaError as exc:
-            raise SurrogateError(f"the recorded model's θ trees are malformed ({exc})") from None
-    return _spec(manifest.get("physics") or {})
-
-
-def _spec(physics: dict):
-    from hybrid.physics import get_spec
-
-    try:
-        cls = get_spec(physics["model"])
-    except KeyError:
-        return None
-    return cls(cls.Settings.model_validate(physics))
 
 
 def _split(S: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

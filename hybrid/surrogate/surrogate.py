@@ -177,10 +177,9 @@ class Surrogate:
         if physics != self.meta.get("physics"):
             raise SurrogateError(f"{where}: surrogate was trained for physics "
                                  f"{self.meta.get('physics')}, case {case.name!r} has {physics}")
-        import json
 
-        theirs_fp = json.loads(json.dumps(case.fingerprint()))
         mine_fp = self.meta.get("fingerprint")
+        theirs_fp = case.fingerprint_against(mine_fp)
         if mine_fp is None:   # surrogates saved before fingerprints: what can be compared
             mine_fp = {"observations": None, "mesh": None}
             if self.observation_names != case.observations.names():
@@ -241,25 +240,19 @@ class Surrogate:
 
     @property
     def spec(self):
-        """θ_q(μ), ϑ_q(μ) of the model.
+        """θ_q(μ), ϑ_q(μ) of the model, from the recorded θ trees (no model code runs).
 
-        From the recorded θ trees of a plug-in model (no model code runs), else the spec of
-        :mod:`hybrid.physics` by name.
+        Surrogates of the former hand-written thermal block record none: θ_k = μ_k, ϑ_0 = 1
+        (:func:`hybrid.surrogate.coefficients.coefficients_of`).
         """
-        if self._spec is None and self.meta.get("model") is not None:
-            from hybrid.surrogate.build import coefficients_of
+        if self._spec is None:
+            from hybrid.surrogate.coefficients import coefficients_of
 
             self._spec = coefficients_of(self.meta, self.space.dim)
-        if self._spec is None:
-            from hybrid.physics import get_spec
-
-            physics = self.meta["physics"]
-            try:
-                cls = get_spec(physics["model"])
-            except KeyError:
-                raise SurrogateError(f"physics model {physics.get('model')!r} is not known to "
-                                     "this hybrid") from None
-            self._spec = cls(cls.Settings.model_validate(physics))
+            if self._spec is None:
+                physics = self.meta.get("physics") or {}
+                raise SurrogateError(f"surrogate of physics model {physics.get('model')!r} "
+                                     "records no θ trees (model record)")
         return self._spec
 
     # ------------------------------------------------------------------ inputs
