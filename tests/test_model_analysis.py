@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
 import hybrid.model as hm
 from hybrid.core import theta as th
-
-from .conftest import small_case_text
 
 
 def _space(n=6):

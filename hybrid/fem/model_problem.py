@@ -46,7 +46,7 @@ from petsc4py import PETSc
 
 from hybrid.case import Case
 from hybrid.errors import ModelError
-from hybrid.fem.analysis import analyse, at_zero
+from hybrid.fem.analysis import analyse, assemble_into, at_zero, parameter_derivatives
 from hybrid.fem.discretisation import Discretisation
 from hybrid.fem.mesh import build_mesh
 from hybrid.fem.ordering import StoreOrdering

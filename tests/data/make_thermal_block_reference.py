@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from hybrid.fem.thermal_block import ThermalBlockProblem
 
 import hybrid.fem  # noqa: F401  (MPI first)
 from hybrid.case import parse_case
-from hybrid.fem.thermal_block import ThermalBlockProblem
 from hybrid.physics.thermal_block import case_text
 
 CASES = {
