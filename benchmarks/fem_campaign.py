@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 
 
 def bench_case(cells: int, blocks: int, samples: int, store: Path) -> str:
-    from hybrid.physics.thermal_block import case_text
+    from hybrid.core.examples import case_text
 
     return case_text(name="bench", cells=cells, blocks=blocks, samples=samples, seed=7,
                      store=str(store))
@@ -61,9 +61,9 @@ def main() -> None:
     a = ap.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from hybrid.campaign import plan_samples
-    from hybrid.case import parse_case
-    from hybrid.store import SnapshotStore
+    from hybrid.core.case import parse_case
+    from hybrid.core.store import SnapshotStore
+    from hybrid.workflows.campaign import plan_samples
 
     work = Path(tempfile.mkdtemp(prefix="hybrid-bench-"))
     mpirun = str(BIN / "mpirun")

@@ -31,11 +31,11 @@ from hybrid.fem import MPI
 
 
 def setup(root: Path, blocks: int, cells: int, snapshots: int, epochs: int, lbfgs: int):
-    from hybrid.campaign import run_campaign
-    from hybrid.case import load_case
-    from hybrid.physics.thermal_block import case_text
+    from hybrid.core.case import load_case
+    from hybrid.core.examples import case_text
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
+    from hybrid.workflows.campaign import run_campaign
 
     path = root / f"tb{blocks}.toml"
     path.write_text(case_text(name=f"tb{blocks}x{blocks}", cells=cells, blocks=blocks,
@@ -101,10 +101,10 @@ def run_mcmc(case, sur, data, fem, chains, n, burn, seed, tol, ref_chains, ref_n
     The reference is FEM-exact to 1e-4 noise std: delayed acceptance whose second stage is
     the coupler at tol = 1e-4 (the reduced basis, certified, or the FEM), with long chains.
     """
-    from hybrid.coupler import Coupler
+    from hybrid.core.store import SnapshotStore
     from hybrid.inference import Posterior
     from hybrid.inference.models import fem_model, surrogate_model
-    from hybrid.store import SnapshotStore
+    from hybrid.workflows.coupler import Coupler
 
     space = case.parameters
     static = SnapshotStore(case.store).static
@@ -156,10 +156,10 @@ def run_mcmc(case, sur, data, fem, chains, n, burn, seed, tol, ref_chains, ref_n
 
 
 def run_calibration(case, sur, fem, experiments, chains, n, burn, tol, seed):
-    from hybrid.coupler import Coupler
+    from hybrid.core.store import SnapshotStore
     from hybrid.inference import GaussianNoise, Posterior, synthesize
     from hybrid.inference.models import surrogate_model
-    from hybrid.store import SnapshotStore
+    from hybrid.workflows.coupler import Coupler
 
     space = case.parameters
     static = SnapshotStore(case.store).static

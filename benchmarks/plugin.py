@@ -53,7 +53,7 @@ def nd_case_text(cells: int, samples: int, store: Path) -> str:
 
 
 def tb_case_text(cells: int) -> str:
-    from hybrid.physics.thermal_block import case_text
+    from hybrid.core.examples import case_text
 
     return case_text(name="bench_tb_plugin", cells=cells, blocks=3, samples=8, grid=3
                      ).replace('"thermal_block"', f'"{TB}"')
@@ -193,12 +193,12 @@ def main() -> None:
     from mpi4py import MPI
 
     import hybrid.fem  # noqa: F401  (MPI first)
-    from hybrid.campaign import run_campaign
-    from hybrid.case import parse_case
+    from hybrid.core.case import parse_case
+    from hybrid.core.store import SnapshotStore
     from hybrid.fem.model_problem import ModelProblem
-    from hybrid.store import SnapshotStore
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
+    from hybrid.workflows.campaign import run_campaign
 
     torch.set_num_threads(1)
     t_start = time.perf_counter()

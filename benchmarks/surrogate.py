@@ -39,7 +39,7 @@ GOALS = {"2x2": {"mean": 5e-4, "max": 2e-3}, "3x3": {"mean": 5e-3, "max": 2e-2},
 
 
 def bench_case(blocks: int, cells: int) -> str:
-    from hybrid.physics.thermal_block import case_text
+    from hybrid.core.examples import case_text
 
     return case_text(name=f"bench_tb{blocks}x{blocks}", cells=cells, blocks=blocks,
                      qoi=("mean", "block_mean_0"), grid=4)
@@ -50,10 +50,10 @@ def make_stores(blocks: int, cells: int, n_train: int, n_test: int, root: Path) 
     from mpi4py import MPI
 
     import hybrid.fem  # noqa: F401  (MPI first)
-    from hybrid.case import parse_case
+    from hybrid.core.case import parse_case
+    from hybrid.core.store import Sample, init_store, write_sample, write_static
     from hybrid.fem.problems import create_problem
-    from hybrid.provenance import fem_versions
-    from hybrid.store import Sample, init_store, write_sample, write_static
+    from hybrid.fem.versions import fem_versions
 
     case = parse_case(bench_case(blocks, cells), root / "case.toml")
     problem = create_problem(case, MPI.COMM_WORLD)
@@ -149,7 +149,7 @@ def evaluate(name: str, s, mu_test, U_test, M, X, fem_time: float, batch: np.nda
 def run_case(blocks: int, cells: int, args, root: Path) -> dict:
     import torch
 
-    from hybrid.store import SnapshotStore
+    from hybrid.core.store import SnapshotStore
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.pod import projection_errors
     from hybrid.surrogate.training import TrainingConfig
@@ -264,7 +264,7 @@ def main() -> None:
             results[f"{b}x{b}"] = run_case(b, cells, args, d)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    from hybrid.provenance import package_versions
+    from hybrid.core.provenance import package_versions
 
     doc = {
         "benchmark": "surrogate",

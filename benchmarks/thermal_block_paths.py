@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import hybrid.fem  # noqa: F401
-from hybrid.case import load_case, parse_case
+from hybrid.core.case import load_case, parse_case
 
 
 def main(path: str, n: int) -> None:

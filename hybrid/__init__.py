@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Surrogate": "hybrid.surrogate",
-    "SnapshotStore": "hybrid.store",
-    "load_case": "hybrid.case",
-    "ParameterSpace": "hybrid.parameters",
-    "run_campaign": "hybrid.campaign",
+    "SnapshotStore": "hybrid.core.store",
+    "load_case": "hybrid.core.case",
+    "ParameterSpace": "hybrid.core.parameters",
+    "run_campaign": "hybrid.workflows.campaign",
     "HybridError": "hybrid.errors",
 }
 

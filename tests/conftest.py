@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.physics.thermal_block import MUMPS, case_text
+from hybrid.core.examples import MUMPS, case_text
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -18,8 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from hybrid.parameters import Parameter, ParameterSpace
-from hybrid.store import Sample, StaticData, init_store, write_sample, write_static
+from hybrid.core.parameters import Parameter, ParameterSpace
+from hybrid.core.store import Sample, StaticData, init_store, write_sample, write_static
 
 
 @dataclass

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hybrid.physics.thermal_block import case_text
+from hybrid.core.examples import case_text
 
 from .conftest import BIN, MPIRUN, ROOT, run_cli
 
@@ -37,12 +37,12 @@ def _tree(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A small case with sensors, its store, a surrogate and a data file."""
-    from hybrid.campaign import run_campaign
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
     from hybrid.fem import MPI
     from hybrid.fem.model import FEMModel
     from hybrid.inference import synthesize
     from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.workflows.campaign import run_campaign
 
     root = tmp_path_factory.mktemp("bad")
     case = root / "case.toml"
@@ -278,10 +278,10 @@ def test_refused_commands_write_nothing_and_print_one_line(world, tmp_path):
 
 # --------------------------------------------------------------------- the Python API
 def test_api_raises_its_own_errors(world, tmp_path):
+    from hybrid.core.parameters import Parameter, ParameterSpace, parse_mu
+    from hybrid.core.store import SnapshotStore
     from hybrid.errors import HybridError, ParameterError, StoreError
     from hybrid.inference import DataError, InferenceError, Observations, read_csv, sample
-    from hybrid.parameters import Parameter, ParameterSpace, parse_mu
-    from hybrid.store import SnapshotStore
     from hybrid.surrogate import Surrogate, SurrogateError
 
     w = _copy(world, tmp_path)
@@ -316,8 +316,8 @@ def test_api_raises_its_own_errors(world, tmp_path):
 
 
 def _posterior1():
+    from hybrid.core.parameters import Parameter, ParameterSpace
     from hybrid.inference import ForwardModel, Observations, Posterior
-    from hybrid.parameters import Parameter, ParameterSpace
 
     space = ParameterSpace((Parameter("k", 0.0, 1.0),))
     return Posterior(ForwardModel(lambda x: np.atleast_2d(x)[:, :1], batched=True),

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybrid.case import load_case
-from hybrid.store import SnapshotStore, read_sample
+from hybrid.core.case import load_case
+from hybrid.core.store import SnapshotStore, read_sample
 
 from .conftest import BIN, MPIRUN, ROOT, run_cli
 

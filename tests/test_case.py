@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.case import load_case, parse_case
+from hybrid.core.case import load_case, parse_case
 from hybrid.errors import CaseError
 
 from .conftest import ROOT, run_cli, small_case_text

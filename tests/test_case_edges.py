@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.case import SIDES, _loc, load_case, parse_case
+from hybrid.core.case import SIDES, _loc, load_case, parse_case
+from hybrid.core.parameters import Parameter, ParameterSpace
+from hybrid.core.physics import REGISTRY, PhysicsSpec
 from hybrid.errors import CaseError
-from hybrid.parameters import Parameter, ParameterSpace
-from hybrid.physics import REGISTRY, PhysicsSpec
 
 from .conftest import small_case_text
 

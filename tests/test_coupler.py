@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid.coupler import Coupler, CouplerError
+from hybrid.core.store import ENRICHMENT_BASE, Sample, SnapshotStore, write_sample
 from hybrid.inference import Observations
-from hybrid.store import ENRICHMENT_BASE, Sample, SnapshotStore, write_sample
 from hybrid.surrogate.build import BuildOptions, build_surrogate
 from hybrid.surrogate.rb import ReducedBasis
+from hybrid.workflows.coupler import Coupler, CouplerError
 
 from .conftest_surrogate import BlockFEM, make_store, space
 

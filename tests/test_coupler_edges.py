@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid.coupler import Coupler, CouplerError
+from hybrid.core.parameters import Parameter, ParameterSpace
+from hybrid.core.store import SnapshotStore
 from hybrid.errors import ParameterError, SolveFailed
 from hybrid.inference import ForwardModel, Observations
-from hybrid.parameters import Parameter, ParameterSpace
-from hybrid.store import SnapshotStore
 from hybrid.surrogate.build import BuildOptions, build_surrogate
 from hybrid.surrogate.rb import ReducedBasis
+from hybrid.workflows.coupler import Coupler, CouplerError
 
 from .conftest_surrogate import BlockFEM, make_store, space
 from .test_coupler import NumpyFEM
@@ -134,7 +134,7 @@ def test_switches_are_logged_and_times_accumulated(caplog):
     assert cp.tol == 0.1                                       # the default tolerance
     assert cp.report()["update_time_s"] == 0.0 and cp.report()["time_s"]["surrogate"] == 0.0
     cp.tol = 0.2
-    with caplog.at_level(logging.INFO, logger="hybrid.coupler"):
+    with caplog.at_level(logging.INFO, logger="hybrid.workflows.coupler"):
         t0 = time.perf_counter()
         cp.evaluate([0.123456, 0.2])
         cp.evaluate([0.3, 0.2])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import load_case
-from hybrid.coupler import Coupler, CouplerError
+from hybrid.core.case import load_case
 from hybrid.errors import CaseError
+from hybrid.workflows.coupler import Coupler, CouplerError
 
 from .test_model_wiring import _nd_case
 
@@ -22,9 +22,9 @@ from .test_model_wiring import _nd_case
 def trained(tmp_path_factory):
     from mpi4py import MPI
 
-    from hybrid.campaign import run_campaign
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
+    from hybrid.workflows.campaign import run_campaign
 
     tmp = tmp_path_factory.mktemp("nd")
     case = load_case(_nd_case(tmp, cells=8, samples=30))

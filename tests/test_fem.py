@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
 from hybrid.fem.model_problem import ModelProblem
 from hybrid.model.library.thermal_block import block_index
 
@@ -154,7 +154,7 @@ def test_gmsh_file_mesh_case():
     """The shipped gmsh mesh (block edges resolved) gives the Poisson mean within 0.5 %."""
     from mpi4py import MPI
 
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
 
     case = load_case(ROOT / "cases" / "thermal_block_gmsh.toml")
     p = ModelProblem(case, MPI.COMM_SELF)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
 from hybrid.fem.model_problem import ModelProblem
 
 from .conftest import small_case_text
@@ -103,7 +103,7 @@ def test_fluxes_converge_at_twice_the_energy_rate():
 def test_observe_equals_the_affine_store_data():
     """observe() (assembled from the current κ and u) = L u + Σ θ_q B_q u + ϑ b (store data)
     = observation_operator(μ) to round-off; names follow the rows."""
-    from hybrid.store import read_static, write_static
+    from hybrid.core.store import read_static, write_static
 
     obs = ('points = [[0.3, 0.6]]\ngrid = 2\naverages = { low = [0.0, 0.0, 1.0, 0.5] }\n'
            'fluxes = { left = "x0", upper = ["y1", "x1"] }\n')

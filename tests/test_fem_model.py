@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401
-from hybrid.campaign import run_campaign
-from hybrid.case import load_case
+from hybrid.core.case import load_case
+from hybrid.core.store import ENRICHMENT_BASE, SnapshotStore
 from hybrid.errors import ParameterError
 from hybrid.fem.model import FEMModel, SolveFailed
-from hybrid.store import ENRICHMENT_BASE, SnapshotStore
+from hybrid.workflows.campaign import run_campaign
 
 
 def _with_obs(path):

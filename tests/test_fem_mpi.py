@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
 from hybrid.fem.model_problem import ModelProblem
 
 from .conftest import small_case_text

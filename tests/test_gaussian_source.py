@@ -20,7 +20,7 @@ import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
 import hybrid.model as hm
-from hybrid.case import load_case, parse_case
+from hybrid.core.case import load_case, parse_case
 from hybrid.errors import CaseError
 
 from .conftest import ROOT

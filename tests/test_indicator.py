@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse.linalg as spla
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
 
 from .test_model_wiring import LIFTED, REACTION, _case
 from .test_tangent import TIGHT

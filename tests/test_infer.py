@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401
-from hybrid.campaign import run_campaign
-from hybrid.case import load_case
+from hybrid.core.case import load_case
+from hybrid.core.examples import case_text
 from hybrid.fem.model import FEMModel
-from hybrid.infer import InferenceOptions, run_inference
 from hybrid.inference import Observations, Posterior, find_map, synthesize
 from hybrid.inference.models import fem_model
-from hybrid.physics.thermal_block import case_text
 from hybrid.surrogate.build import BuildOptions, build_surrogate
+from hybrid.workflows.campaign import run_campaign
+from hybrid.workflows.infer import InferenceOptions, run_inference
 
 from .conftest import run_cli
 
@@ -208,7 +208,7 @@ def test_enrichment_under_mpirun_loses_no_solve(setup, tmp_path):
     """Two ranks, chains on COMM_SELF FEMs, every FEM solve committed: files == committed."""
     import shutil
 
-    from hybrid.store import ENRICHMENT_BASE, SnapshotStore
+    from hybrid.core.store import ENRICHMENT_BASE, SnapshotStore
 
     root, path, case, sur, y = setup
     store = tmp_path / "store"

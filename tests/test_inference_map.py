@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hybrid.core.parameters import Parameter, ParameterSpace
 from hybrid.inference import (
     ForwardModel,
     GaussianPrior,
@@ -17,7 +18,6 @@ from hybrid.inference import (
     find_map,
     synthesize,
 )
-from hybrid.parameters import Parameter, ParameterSpace
 
 INF = np.inf
 T = np.linspace(0.1, 3.0, 12)

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from hybrid.core.parameters import Parameter, ParameterSpace
 from hybrid.inference import (
     ForwardModel,
     GaussianPrior,
@@ -26,7 +27,6 @@ from hybrid.inference import (
     synthesize,
 )
 from hybrid.inference.plots import corner, trace
-from hybrid.parameters import Parameter, ParameterSpace
 
 INF = np.inf
 Z = 4.5  # standard errors

@@ -19,6 +19,7 @@ import json
 import numpy as np
 import pytest
 
+from hybrid.core.parameters import Parameter, ParameterSpace
 from hybrid.inference import (
     ForwardModel,
     GaussianPrior,
@@ -28,7 +29,6 @@ from hybrid.inference import (
     sample,
 )
 from hybrid.inference.mcmc import MCMCResult, _log_q, _mala_drift, target_acceptance
-from hybrid.parameters import Parameter, ParameterSpace
 
 INF = np.inf
 

@@ -134,7 +134,7 @@ def test_an_entry_point(tmp_path, monkeypatch):
 
 
 def test_the_thermal_block_plugin_checks_a_case():
-    from hybrid.case import parse_case
+    from hybrid.core.case import parse_case
 
     from .conftest import small_case_text
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import load_case, parse_case
+from hybrid.core.case import load_case, parse_case
 from hybrid.errors import CaseError, ModelError
 
 from .conftest import ROOT, run_cli
@@ -332,7 +332,7 @@ def test_linear_plugin_stores_affine_terms_that_solve_its_fields(tmp_path):
 NO_MODEL_CODE = """
 import sys, json
 import numpy as np
-from hybrid.store import SnapshotStore
+from hybrid.core.store import SnapshotStore
 from hybrid.surrogate.surrogate import Surrogate
 st = SnapshotStore(sys.argv[1])
 mu, U = st.snapshots()
@@ -348,9 +348,9 @@ print(json.dumps({"n": len(mu), "err": float(np.linalg.norm(s.field(mu[0]) - U[0
 def test_store_and_surrogate_carry_theta_and_never_import_the_model(tmp_path):
     from mpi4py import MPI
 
-    from hybrid.campaign import run_campaign
-    from hybrid.store import SnapshotStore
+    from hybrid.core.store import SnapshotStore
     from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.workflows.campaign import run_campaign
 
     path = _reaction_case(tmp_path, samples=10)
     case = load_case(path)
@@ -406,7 +406,7 @@ def test_a_changed_model_file_refuses_the_resume(tmp_path):
 
 # ---------------------------------------------------------------------------- the case file
 def test_nonlinear_case_campaign_serial_and_two_ranks_train_and_fem_confirmed_map(tmp_path):
-    from hybrid.store import SnapshotStore
+    from hybrid.core.store import SnapshotStore
 
     text = (ROOT / "cases" / "nonlinear_diffusion.toml").read_text()
     assert load_case(ROOT / "cases" / "nonlinear_diffusion.toml").physics.plugin
@@ -452,9 +452,9 @@ def test_a_certified_plugin_trains_physics_informed_with_torch_theta(tmp_path):
     import torch
     from mpi4py import MPI
 
-    from hybrid.campaign import run_campaign
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
+    from hybrid.workflows.campaign import run_campaign
 
     case = load_case(_reaction_case(tmp_path, samples=12))
     assert run_campaign(case, comm=MPI.COMM_SELF, progress=False, paraview=False).ok == 12

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
 
 from .conftest import small_case_text
 from .test_model_wiring import _case

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hybrid.core.parameters import Parameter, ParameterSpace, parse_mu
 from hybrid.errors import ParameterError
-from hybrid.parameters import Parameter, ParameterSpace, parse_mu
 
 SPACE = ParameterSpace((Parameter("a", 0.1, 1.0), Parameter("k", 1e-3, 1e1, log=True)))
 

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
+from hybrid.core.parameters import Parameter, ParameterSpace, parse_mu
 from hybrid.errors import ParameterError
-from hybrid.parameters import Parameter, ParameterSpace, parse_mu
 
 SPACE = ParameterSpace((Parameter("a", 0.1, 1.0), Parameter("k", 1e-3, 1e1, log=True)))
 # bounds whose sum differs from their width, so a tolerance scaled by the wrong one shows

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
+from hybrid.core.parameters import Parameter, ParameterSpace, parse_mu
 from hybrid.errors import ParameterError
-from hybrid.parameters import Parameter, ParameterSpace, parse_mu
 
 from .conftest import small_case_text
 
@@ -87,7 +87,7 @@ def test_a_plugin_case_fingerprint_carries_the_model_reference_and_source_hash()
     import hashlib
 
     import hybrid.model.library.nonlinear_diffusion as nd
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
 
     from .conftest import ROOT
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+from hybrid.core.parameters import Parameter, ParameterSpace
 from hybrid.inference import ForwardModel, GaussianPrior, InferenceError, Observations
 from hybrid.inference.posterior import FD_STEP, Correction, Posterior, fd_jacobian
 from hybrid.inference.prior import UniformPrior
-from hybrid.parameters import Parameter, ParameterSpace
 
 INF = np.inf
 

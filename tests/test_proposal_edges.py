@@ -13,11 +13,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from hybrid.core.parameters import Parameter, ParameterSpace
 from hybrid.errors import HybridError
 from hybrid.inference import ForwardModel, GaussianPrior, Observations, Posterior
 from hybrid.inference.errors import InferenceError
 from hybrid.inference.proposal import check_spd, dispersed_starts, laplace_proposal
-from hybrid.parameters import Parameter, ParameterSpace
 
 INF = np.inf
 

@@ -84,7 +84,7 @@ def test_tangent_linear_of_a_non_polynomial_user_model_equals_finite_differences
     """Without the pin, ∂F/∂μ0 is integrated by a higher rule than F (TL ≠ FD at 1e-5)."""
     from mpi4py import MPI
 
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
     from hybrid.fem.model_problem import ModelProblem
 
     (tmp_path / "expc.py").write_text(EXPCOEF)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from hybrid.store import StaticData
+from hybrid.core.store import StaticData
 from hybrid.surrogate import SurrogateError
 from hybrid.surrogate.pod import pod
 from hybrid.surrogate.reductor import (

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from hybrid.core.parameters import Parameter, ParameterSpace
 from hybrid.inference import (
     ForwardModel,
     GaussianPrior,
@@ -31,7 +32,6 @@ from hybrid.inference.proposal import (
     laplace_proposal,
     shrunk_covariance,
 )
-from hybrid.parameters import Parameter, ParameterSpace
 
 INF = np.inf
 

@@ -32,11 +32,11 @@ OBS = "\n[observations]\ngrid = 2\n"
 
 @contextlib.contextmanager
 def served(*args, ranks: int | None = None, timeout: float = 60):
-    """Run ``python -m hybrid.serve_cli ARGS --port 0``; yield (url, lines printed, process).
+    """Run ``python -m hybrid serve ARGS --port 0``; yield (url, lines printed, process).
 
     The server is always stopped: SIGINT (a clean stop), then SIGKILL of its process group.
     """
-    cmd = [sys.executable, "-m", "hybrid.serve_cli", *map(str, args), "--port", "0"]
+    cmd = [sys.executable, "-m", "hybrid", "serve", *map(str, args), "--port", "0"]
     if ranks:
         cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -81,7 +81,7 @@ def stop(proc: subprocess.Popen) -> int:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hybrid.serve_cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "hybrid", "serve", *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -466,7 +466,7 @@ def test_cli_user_errors_are_one_line(surrogate_dir, server, tmp_path):
 
 # ----------------------------------------------------------------------------- FEM
 def _fem_reference(case_path: Path):
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
     from hybrid.fem import MPI  # imports dolfinx_solver ahead of mpi4py
     from hybrid.fem.model import FEMModel
 
@@ -532,9 +532,9 @@ def test_fem_model_served_matches_in_process_model(write_case):
 
 def test_fem_model_under_mpirun_two_ranks(write_case, tmp_path):
     """Rank 0 serves, both ranks solve; the surrogate is served next to it; clean stop."""
-    from hybrid.campaign import run_campaign
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
     from hybrid.fem import MPI
+    from hybrid.workflows.campaign import run_campaign
 
     case = write_case(cells=8, blocks=2)
     case.write_text(case.read_text() + OBS)
@@ -557,7 +557,7 @@ def test_failed_fem_solve_is_an_error_response(write_case):
     """A diverged solve answers ModelError (HTTP 500) and the app goes on answering."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
     from hybrid.fem import MPI
     from hybrid.serve import FEMModel, make_app
 

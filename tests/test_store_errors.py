@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hybrid.errors import StoreError
-from hybrid.parameters import Parameter, ParameterSpace
-from hybrid.store import (
+from hybrid.core.parameters import Parameter, ParameterSpace
+from hybrid.core.store import (
     ENRICHMENT_BASE,
     FORMAT,
     FORMAT_VERSION,
@@ -36,6 +35,7 @@ from hybrid.store import (
     write_sample,
     write_static,
 )
+from hybrid.errors import StoreError
 
 N, QA, QF = 7, 2, 2                 # N ≠ n_obs·Q_a, so rows and columns differ
 SPACE = ParameterSpace((Parameter("a", 0.1, 1.0), Parameter("b", 1e-2, 1e2, log=True)))

@@ -1,6 +1,6 @@
 """A store validates itself on open: manifest, plan, sample names, shapes, finite values.
 
-In-process tests of :mod:`hybrid.store`'s checks (the CLI behaviour is in test_bad_inputs.py),
+In-process tests of :mod:`hybrid.core.store`'s checks (the CLI behaviour is in test_bad_inputs.py),
 on a store written with the store's own writers (no FEM needed).
 """
 
@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hybrid.errors import StoreError
-from hybrid.parameters import Parameter, ParameterSpace
-from hybrid.store import (
+from hybrid.core.parameters import Parameter, ParameterSpace
+from hybrid.core.store import (
     STATUS_FAILED,
     STATUS_OK,
     Sample,
@@ -34,6 +33,7 @@ from hybrid.store import (
     write_sample,
     write_static,
 )
+from hybrid.errors import StoreError
 
 SPACE = ParameterSpace((Parameter("a", 0.1, 1.0), Parameter("b", 1.0, 10.0, log=True)))
 N = 6

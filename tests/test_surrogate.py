@@ -152,7 +152,7 @@ def test_tampered_or_mismatched_artifacts_are_refused(podnn, tmp_path):
 
 
 def test_wrong_case_or_parameter_count_is_refused(podnn, tmp_path):
-    from hybrid.case import parse_case
+    from hybrid.core.case import parse_case
     from tests.conftest import small_case_text
 
     _, _, path = podnn
@@ -185,7 +185,7 @@ def test_writing_into_a_foreign_directory_is_refused(podnn, tmp_path):
 
 # ----------------------------------------------------------------------------- query API
 def test_single_batch_field_and_qoi_are_consistent(podnn, store2):
-    from hybrid.store import SnapshotStore
+    from hybrid.core.store import SnapshotStore
 
     s, _, _ = podnn
     static = SnapshotStore(store2).static
@@ -407,7 +407,7 @@ def test_train_and_query_commands(store2, tmp_path, capsys):
     import typer
     from typer.testing import CliRunner
 
-    from hybrid.surrogate_cli import query_command, train_command
+    from hybrid.cli.surrogate import query_command, train_command
 
     app = typer.Typer()
     app.command("train")(train_command)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid.store import SnapshotStore
+from hybrid.core.store import SnapshotStore
 from hybrid.surrogate import Surrogate, SurrogateError
 from hybrid.surrogate.build import BuildOptions, build_surrogate
 from hybrid.surrogate.training import TrainingConfig

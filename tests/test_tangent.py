@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import parse_case
+from hybrid.core.case import parse_case
 
 from .test_model_wiring import REACTION, _case
 

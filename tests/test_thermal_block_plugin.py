@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.case import load_case, parse_case
+from hybrid.core.case import load_case, parse_case
 from hybrid.errors import CaseError
 
 from .conftest import ROOT
@@ -277,7 +277,7 @@ def _legacy(tmp_path) -> tuple[Path, object]:
 def test_old_store_and_surrogates_load_and_answer_as_before(tmp_path):
     """The old store has no model record: θ_k = μ_k, ϑ_0 = 1 (affine, certified); its
     surrogates pass check_case with today's case and give the answers they gave at 584f397."""
-    from hybrid.store import SnapshotStore
+    from hybrid.core.store import SnapshotStore
     from hybrid.surrogate.coefficients import coefficients_of
     from hybrid.surrogate.surrogate import Surrogate
 
@@ -309,10 +309,10 @@ def test_old_store_resumes_with_the_plugin_and_trains(tmp_path):
     a Galerkin surrogate built today from the old store answers like the old one."""
     from mpi4py import MPI
 
-    from hybrid.campaign import run_campaign
+    from hybrid.core.store import SnapshotStore
     from hybrid.errors import StoreError
-    from hybrid.store import SnapshotStore
     from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.workflows.campaign import run_campaign
 
     root, case = _legacy(tmp_path)
     before = SnapshotStore(root / "store")

@@ -15,7 +15,7 @@ residual assembly and one back-substitution with a factorisation of X₀ made on
 = J(ũ − u_h), so γ_inf ‖e‖_X ≤ η ≤ γ_sup ‖e‖_X with the inf-sup and continuity constants of
 J in X; for a nonlinear F the same holds to first order in e = u_h − ũ. The constants are
 unknown in general: the effectivity η/‖e‖_X must be measured (e.g. on held-out snapshots,
-:mod:`hybrid.coupler`), and is only as representative as those samples.
+:mod:`hybrid.workflows.coupler`), and is only as representative as those samples.
 
 Inner products: ``h1`` (mass + stiffness), ``h10`` (stiffness), ``l2`` (mass) — the forms of
 the store's matrices (:meth:`hybrid.fem.model_problem.ModelProblem.static_data`). Collective

@@ -7,7 +7,7 @@ from pathlib import Path
 from dolfinx import mesh as dmesh
 from mpi4py import MPI
 
-from hybrid.case import MeshSection
+from hybrid.core.case import MeshSection
 from hybrid.errors import CaseError
 
 _CELLS = {

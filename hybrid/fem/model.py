@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.case import Case
+from hybrid.core.case import Case
 from hybrid.errors import SolveFailed
 
 __all__ = ["FEMModel", "FEMState", "SolveFailed"]
@@ -118,8 +118,7 @@ class FEMModel:
         ``ENRICHMENT_BASE``); ranks that commit to one store independently (chains on
         COMM_SELF) must use disjoint ranges.
         """
-        from hybrid.errors import StoreError
-        from hybrid.store import (
+        from hybrid.core.store import (
             ENRICHMENT_BASE,
             STATUS_FAILED,
             STATUS_OK,
@@ -129,6 +128,7 @@ class FEMModel:
             store_lock,
             write_sample,
         )
+        from hybrid.errors import StoreError
 
         if self.comm.rank == 0:
             with store_lock(Path(store)):

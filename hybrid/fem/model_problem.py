@@ -44,7 +44,8 @@ from dolfinx.fem import petsc as fem_petsc
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from hybrid.case import Case
+from hybrid.core.case import Case
+from hybrid.core.store import StaticData
 from hybrid.errors import ModelError
 from hybrid.fem.analysis import analyse, assemble_into, at_zero, parameter_derivatives
 from hybrid.fem.discretisation import Discretisation
@@ -52,11 +53,10 @@ from hybrid.fem.mesh import build_mesh
 from hybrid.fem.ordering import StoreOrdering
 from hybrid.fem.quadrature import pin_quadrature_degrees
 from hybrid.fem.solver import SolveResult
-from hybrid.store import StaticData
 
 
 class ModelProblem:
-    """A plug-in model on ``case`` (its ``physics`` a :class:`hybrid.physics.plugin.PluginSpec`)."""
+    """A plug-in model on ``case`` (its ``physics`` a :class:`hybrid.core.physics.PluginSpec`)."""
 
     def __init__(self, case: Case, comm: MPI.Intracomm):
         self.case, self.comm = case, comm
@@ -145,8 +145,8 @@ class ModelProblem:
         offset Σ_q ϑ_q(μ) b_q (a linear affine model; otherwise fluxes are refused here, as
         they are not rows). On root (None elsewhere); collective.
         """
+        from hybrid.core.store import affine_observation_operator
         from hybrid.core.theta import AffineCoefficients
-        from hybrid.store import affine_observation_operator
 
         L = self.observation_rows()
         aff = self.observation_affine()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-from hybrid.case import Case
+from hybrid.core.case import Case
 
 
 def create_problem(case: Case, comm: MPI.Intracomm):

@@ -6,7 +6,7 @@
 * :func:`fem_model` — a :class:`hybrid.fem.model.FEMModel`'s observations, one solve per
   point, gradients from its tangent-linear model (one solve plus P back-substitutions),
   failed solves as zero density;
-* a :class:`hybrid.coupler.Coupler` gives its own (:meth:`Coupler.forward_model`).
+* a :class:`hybrid.workflows.coupler.Coupler` gives its own (:meth:`Coupler.forward_model`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ an analytic function): numpy in and out, one point (P,) → (m,) or a batch (S, 
 optionally a differentiable torch version, evaluation counts and time, and failures
 (exceptions of the given types) turned into NaN predictions, which the posterior treats as
 zero density. A :class:`Posterior` puts a model, :class:`~hybrid.inference.data.Observations`
-and a prior on a :class:`~hybrid.parameters.ParameterSpace` together:
+and a prior on a :class:`~hybrid.core.parameters.ParameterSpace` together:
 
     Φ(μ)    = ½ χ²(μ) − log p_θ(θ(μ))                          (negative log-posterior)
     log π_z = −½ χ²(μ(z)) + log p_θ(θ(z)) + log |dθ/dz|         (density in z, for samplers)
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybrid.core.parameters import ParameterSpace
 from hybrid.inference.data import Observations
 from hybrid.inference.errors import InferenceError
 from hybrid.inference.prior import GaussianPrior, UniformPrior
 from hybrid.inference.transform import Unconstrained
-from hybrid.parameters import ParameterSpace
 
 FD_STEP = {"central": 6e-6, "forward": 1.5e-8}
 """Default relative finite-difference steps (≈ ε^(1/3) and ε^(1/2) of float64)."""

@@ -5,7 +5,7 @@ Three coordinates per parameter:
 * μ, the physical value;
 * θ, the *natural* coordinate: θ = log μ for a log-scaled parameter, θ = μ otherwise. Priors
   are densities in θ, so the default uniform prior is uniform for a linear parameter and
-  log-uniform for a log-scaled one (as the sampling plans of :mod:`hybrid.parameters`);
+  log-uniform for a log-scaled one (as the sampling plans of :mod:`hybrid.core.parameters`);
 * z ∈ ℝ, the unconstrained coordinate, from θ's bounds [a, b] (a = log l, b = log u when
   log-scaled; log 0 = −∞):
 
@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybrid.core.parameters import ParameterSpace
 from hybrid.inference.errors import InferenceError
-from hybrid.parameters import ParameterSpace
 
 INTERVAL, LOWER, UPPER, FREE = 0, 1, 2, 3
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.core.parameters import ParameterSpace
 from hybrid.errors import HybridError, ParameterError
-from hybrid.parameters import ParameterSpace
 
 
 class ServeError(HybridError):

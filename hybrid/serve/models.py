@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import umbridge
 
+from hybrid.core.parameters import ParameterSpace
 from hybrid.errors import HybridError, SolveFailed
-from hybrid.parameters import ParameterSpace
 from hybrid.serve.channel import WorkChannel
 from hybrid.serve.inputs import RequestError, ServeError, _config, _index, _mu, _names, _vector
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Comm
 
-    from hybrid.case import Case
+    from hybrid.core.case import Case
     from hybrid.surrogate import Surrogate
 
 
@@ -232,7 +232,7 @@ class FEMModel(_ParameterModel):
 
     def __init__(self, case: Case | str | Path, comm: Comm | None = None, *,
                  name: str = "fem"):
-        from hybrid.case import Case, load_case
+        from hybrid.core.case import Case, load_case
         from hybrid.fem.model import FEMModel as _FEMModel
 
         super().__init__(name)

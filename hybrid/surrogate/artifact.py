@@ -58,7 +58,7 @@ def write_artifact(path: str | Path, meta: dict, groups: dict[str, dict[str, np.
     """
     from safetensors.numpy import save
 
-    from hybrid.store import atomic_path
+    from hybrid.core.store import atomic_path
 
     path = Path(path)
     if path.exists() and not path.is_dir():

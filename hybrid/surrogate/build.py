@@ -92,8 +92,8 @@ def amplitude(theta_a: np.ndarray, theta_f: np.ndarray, A: np.ndarray, f: np.nda
 
 def build_surrogate(store_path: str | Path, options: BuildOptions | None = None):
     """Build a surrogate from a store; return (Surrogate, report dict)."""
-    from hybrid.provenance import package_versions
-    from hybrid.store import SnapshotStore
+    from hybrid.core.provenance import package_versions
+    from hybrid.core.store import SnapshotStore
     from hybrid.surrogate.surrogate import Surrogate
 
     opt = options or BuildOptions()

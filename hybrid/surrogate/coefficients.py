@@ -13,11 +13,11 @@ def coefficients_of(manifest: dict, n_params: int | None = None):
     are evaluated from the trees (:class:`hybrid.core.theta.AffineCoefficients`), and no model
     code is imported. Stores and surrogates of the former hand-written thermal block have no
     record: theirs is θ_k = μ_k, ϑ_0 = 1
-    (:func:`hybrid.physics.thermal_block.legacy_model_record`). None for neither.
+    (:func:`hybrid.core.legacy.legacy_model_record`). None for neither.
     """
+    from hybrid.core.legacy import model_record
     from hybrid.core.theta import AffineCoefficients
     from hybrid.errors import ThetaError
-    from hybrid.physics.thermal_block import model_record
 
     record = model_record(manifest)
     if record is None:

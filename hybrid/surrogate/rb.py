@@ -54,7 +54,7 @@ class ReducedBasis:
     """Galerkin reduced-basis model of an affine problem, with certified observations.
 
     Args:
-        static: the store's :class:`~hybrid.store.StaticData` (affine terms, Dirichlet DOFs,
+        static: the store's :class:`~hybrid.core.store.StaticData` (affine terms, Dirichlet DOFs,
             observation functionals).
         spec: the physics spec (θ_q(μ), ϑ_q(μ)).
         modes: (n, N) initial basis (any basis of the space; it is X-orthonormalised).

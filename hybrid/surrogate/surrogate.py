@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid.core.parameters import ParameterSpace
 from hybrid.errors import ParameterError
-from hybrid.parameters import ParameterSpace
 from hybrid.surrogate.errors import ExtrapolationWarning, SurrogateError
 from hybrid.surrogate.fastpath import NumpyNetwork
 from hybrid.surrogate.indicators import ensemble_spread
@@ -131,7 +131,7 @@ class Surrogate:
 
         Args:
             path: the directory written by :meth:`save` / ``hybrid train``.
-            case: optionally a :class:`hybrid.case.Case` or a case-file path the surrogate
+            case: optionally a :class:`hybrid.core.case.Case` or a case-file path the surrogate
                 must belong to (same physics and parameter space).
 
         Raises:
@@ -161,7 +161,7 @@ class Surrogate:
     def check_case(self, case) -> None:
         """Raise SurrogateError unless ``case`` (Case or case-file path) matches."""
         if isinstance(case, str | Path):
-            from hybrid.case import load_case
+            from hybrid.core.case import load_case
 
             case = load_case(case)
         where = getattr(self, "path", "surrogate")
@@ -202,7 +202,7 @@ class Surrogate:
 
     def check_store(self, store) -> None:
         """Raise SurrogateError unless ``store`` (path or SnapshotStore) is the one trained on."""
-        from hybrid.store import SnapshotStore
+        from hybrid.core.store import SnapshotStore
 
         st = store if isinstance(store, SnapshotStore) else SnapshotStore(store)
         if st.checksum() != self.meta.get("store", {}).get("checksum"):

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from hybrid.fem.thermal_block import ThermalBlockProblem
+from hybrid.physics.thermal_block import case_text
 
 import hybrid.fem  # noqa: F401  (MPI first)
 from hybrid.case import parse_case
-from hybrid.physics.thermal_block import case_text
 
 CASES = {
     "a": case_text(name="tb_ref_a", cells=6, blocks=3, degree=1, samples=4,
@@ -94,9 +94,9 @@ def _commit() -> str:
 
 
 def legacy_store(out: Path) -> None:
+    from hybrid.campaign import run_campaign
     from mpi4py import MPI
 
-    from hybrid.campaign import run_campaign
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
 

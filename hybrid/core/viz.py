@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.store import SnapshotStore, read_sample
+from hybrid.core.store import SnapshotStore, read_sample
 
 
 def write_store_xdmf(store: SnapshotStore, target: Path, max_samples: int = 200) -> Path | None:

@@ -1,7 +1,7 @@
 """Compatibility with stores and surrogates of the hand-written thermal block (DOLFINx-free).
 
-Up to commit 584f397 the built-in ``thermal_block`` was hand-written (a spec here, its FEM
-half in ``hybrid/fem/thermal_block.py``). It is now the plug-in
+Up to commit 584f397 the built-in ``thermal_block`` was hand-written (a spec in
+``hybrid/physics/``, its FEM half in ``hybrid/fem/thermal_block.py``). It is now the plug-in
 :mod:`hybrid.model.library.thermal_block`, whose stores record the model like any plug-in:
 ``model`` = {reference, sha256, settings, θ trees} in the manifest and ``model`` =
 {reference, sha256} in the fingerprint. Stores and surrogates of the old built-in have
@@ -16,7 +16,7 @@ neither. This module is the one place that knows how to read them:
   observations). The model's sha256 is then not compared: the old store predates it, and
   the plug-in gives the old store to 1e-12 (tests/test_thermal_block_plugin.py).
 
-It also keeps :func:`case_text`, the thermal-block case text of scripts, benchmarks and tests.
+The thermal-block case text of scripts, benchmarks and tests is :mod:`hybrid.core.examples`.
 """
 
 from __future__ import annotations
@@ -71,59 +71,3 @@ def comparable_fingerprint(current: dict, stored: dict | None) -> dict:
     if ref == LEGACY_MODEL and is_legacy(stored.get("physics")):
         return {k: v for k, v in current.items() if k != "model"}
     return current
-
-
-MUMPS = 'ksp_type = "preonly"\npc_type = "lu"\npc_factor_mat_solver_type = "mumps"'
-
-
-def case_text(
-    *,
-    name: str = "thermal_block",
-    cells: int = 60,
-    blocks: int = 3,
-    degree: int = 1,
-    samples: int = 64,
-    seed: int = 0,
-    petsc: str = MUMPS,
-    store: str | None = None,
-    qoi: tuple[str, ...] = ("mean",),
-    grid: int | None = None,
-) -> str:
-    """TOML text of a thermal-block case on an n×n unit-square mesh, μ_k ∈ [0.1, 1].
-
-    For scripts, benchmarks and tests that need a case without a file in cases/; ``petsc``
-    is the body of the [solver.petsc] table, ``grid`` adds n×n point sensors.
-    """
-    params = "\n".join(f"mu_{k} = {{ lower = 0.1, upper = 1.0 }}" for k in range(blocks**2))
-    quoted = ", ".join(f'"{q}"' for q in qoi)
-    text = f"""
-[case]
-name = "{name}"
-
-[mesh]
-type = "unit_square"
-cells = {cells}
-
-[physics]
-model = "thermal_block"
-blocks = {blocks}
-degree = {degree}
-
-[parameters]
-{params}
-
-[sampling]
-method = "sobol"
-samples = {samples}
-seed = {seed}
-
-[solver.petsc]
-{petsc}
-
-[outputs]
-{f'store = "{store}"' if store is not None else ""}
-qoi = [{quoted}]
-"""
-    if grid:
-        text += f"\n[observations]\ngrid = {grid}\n"
-    return text

@@ -1,6 +1,6 @@
 """``hybrid train`` and ``hybrid query``: thin typer commands over :mod:`hybrid.surrogate`.
 
-Registered in :mod:`hybrid.cli` with ``app.command("train")(train_command)`` and
+Registered in :mod:`hybrid.cli.app` with ``app.command("train")(train_command)`` and
 ``app.command("query")(query_command)``. User errors raise
 :class:`~hybrid.errors.HybridError` subclasses, which the CLI prints as one line (exit 2).
 """
@@ -51,7 +51,7 @@ def train_command(
     force: Annotated[bool, typer.Option(help="replace an existing surrogate at --out")] = False,
 ) -> None:
     """Build a surrogate from a snapshot store: POD, reduced operators, network training."""
-    from hybrid.outputs import check_target, replaced_dir
+    from hybrid.core.outputs import check_target, replaced_dir
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
 
@@ -113,10 +113,10 @@ def query_command(
 
     import numpy as np
 
+    from hybrid.core.outputs import check_target
+    from hybrid.core.parameters import Parameter, ParameterSpace, parse_mu
+    from hybrid.core.store import atomic_path
     from hybrid.errors import HybridError
-    from hybrid.outputs import check_target
-    from hybrid.parameters import Parameter, ParameterSpace, parse_mu
-    from hybrid.store import atomic_path
     from hybrid.surrogate import Surrogate, SurrogateError
 
     if field is not None:

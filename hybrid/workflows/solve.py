@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.case import Case
+from hybrid.core.case import Case
 
 
 def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
@@ -17,9 +17,8 @@ def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
     For degree > 1 the field is interpolated onto P1 for the XDMF file (the JSON holds the
     QoIs of the exact solution).
     """
-    from dolfinx import fem, io
-
     from hybrid.fem import MPI
+    from hybrid.fem.output import write_xdmf
     from hybrid.fem.problems import create_problem
 
     comm = comm if comm is not None else MPI.COMM_WORLD
@@ -43,16 +42,7 @@ def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
     }
     if res.ok:
         summary["qoi"] = dict(zip(case.qoi, map(float, problem.qoi()), strict=True))
-    u = problem.u
-    if problem.V.ufl_element().embedded_superdegree > 1:
-        V1 = fem.functionspace(problem.mesh, ("Lagrange", 1))
-        u1 = fem.Function(V1, name="u")
-        u1.interpolate(u)
-        u = u1
-    xdmf = out / "solution.xdmf"
-    with io.XDMFFile(comm, str(xdmf), "w") as f:
-        f.write_mesh(problem.mesh)
-        f.write_function(u)
+    xdmf = write_xdmf(problem, out / "solution.xdmf")
     if comm.rank == 0:
         (out / "solution.json").write_text(json.dumps(summary, indent=1))
     problem.destroy()

@@ -1,7 +1,6 @@
 """``hybrid serve``: a surrogate or a case's FEM model as an UM-Bridge server.
 
-Registered in :mod:`hybrid.cli` with ``app.command("serve")(serve_command)``; also runs as
-``python -m hybrid.serve_cli TARGET …`` (same behaviour). User errors raise
+Registered in :mod:`hybrid.cli.app` as ``hybrid serve``. User errors raise
 :class:`~hybrid.errors.HybridError` subclasses, which the CLI prints as one line (exit 2).
 
 ::
@@ -13,11 +12,12 @@ Registered in :mod:`hybrid.cli` with ``app.command("serve")(serve_command)``; al
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from hybrid.cli.common import world_size
 
 
 def _is_surrogate(path: Path) -> bool:
@@ -72,7 +72,6 @@ def serve_command(
             raise ServeError("--surrogate: only with a case file as TARGET")
         if not _is_surrogate(surrogate):
             raise ServeError(f"--surrogate: {surrogate} is not a surrogate directory")
-    from hybrid.cli import world_size
 
     if kind == "surrogate" and world_size() > 1:
         raise ServeError("a surrogate is served by one process: run without mpirun (or serve "
@@ -86,7 +85,7 @@ def serve_command(
             models.append(SurrogateModel(Surrogate.load(target), name or "surrogate",
                                          gradients=gradients))
         else:
-            from hybrid.case import load_case
+            from hybrid.core.case import load_case
 
             case = load_case(target)
             sur = None
@@ -110,15 +109,3 @@ def serve_command(
         if fem is not None:
             fem.close()
 
-
-def _main(argv: list[str]) -> int:
-    """``python -m hybrid.serve_cli ARGS``: ``hybrid serve ARGS`` via :func:`hybrid.cli.main`."""
-    from hybrid import cli
-
-    if not any(c.name == "serve" for c in cli.app.registered_commands):
-        cli.app.command("serve")(serve_command)
-    return cli.main(["serve", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

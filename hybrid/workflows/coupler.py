@@ -56,7 +56,7 @@ import numpy as np
 
 from hybrid.errors import HybridError, SolveFailed
 
-log = logging.getLogger("hybrid.coupler")
+log = logging.getLogger("hybrid.workflows.coupler")
 
 LEVELS = ("surrogate", "reduced-basis", "fem")
 TRUST = ("bound", "indicator")
@@ -140,7 +140,7 @@ class Coupler:
         self.tol = float(tol)
         self.store = Path(store) if store is not None else None
         if static is None and self.store is not None:
-            from hybrid.store import SnapshotStore
+            from hybrid.core.store import SnapshotStore
 
             static = SnapshotStore(self.store).static
         if static is not None and getattr(static, "observation_affine", None) is not None:
@@ -363,7 +363,7 @@ class Coupler:
         """(μ, u_h) of the held-out snapshots (see ``holdout``)."""
         s = self.surrogate
         if self.holdout == "store":
-            from hybrid.store import SnapshotStore
+            from hybrid.core.store import SnapshotStore
 
             path = self.store if self.store is not None else \
                 Path(s.meta.get("store", {}).get("path", ""))

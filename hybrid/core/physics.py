@@ -1,9 +1,13 @@
-"""A model plug-in (:mod:`hybrid.model`) as the case file sees it.
+"""A physics model as the case file sees it: settings, parameter count, QoI names, checks.
+
+:class:`PhysicsSpec` is what :class:`hybrid.core.case.Case` holds in ``case.physics``;
+:class:`PluginSpec` is that view of a model plug-in. ``REGISTRY`` maps a name to a
+hand-written spec without a finite-element half (code and tests may register one).
 
 ``[physics] model = "nonlinear_diffusion"`` (a built-in plug-in or an entry point),
 ``"models/my_pde.py:MyPDE"`` (a file relative to the case) or ``"pkg.mod:Class"``; the other
 keys of ``[physics]`` are the model's Settings (unknown keys refused). :class:`PluginSpec`
-gives the case the view of a :class:`~hybrid.physics.base.PhysicsSpec` (settings, number
+gives the case the view of a :class:`PhysicsSpec` (settings, number
 of parameters, QoI names, cross-checks) and carries the loaded model for
 :class:`hybrid.fem.model_problem.ModelProblem`.
 
@@ -14,9 +18,43 @@ Stores and surrogates never call it: they record {reference, sha256, settings, Î
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from hybrid.physics.base import PhysicsSpec
+from pydantic import BaseModel, ConfigDict
+
+
+class PhysicsSettings(BaseModel):
+    """Settings common to all models; subclasses add their own fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str
+    degree: int = 1
+
+
+class PhysicsSpec:
+    """A physics model as the case file and the surrogate side see it."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[PhysicsSettings]] = PhysicsSettings
+
+    def __init__(self, settings: PhysicsSettings):
+        self.settings = settings
+
+    def n_parameters(self) -> int:
+        """Number of parameters the model expects."""
+        raise NotImplementedError
+
+    def qoi_names(self) -> list[str]:
+        """Names of the quantities of interest the model can output."""
+        raise NotImplementedError
+
+    def check_consistency(self, case) -> list[tuple[str, str]]:
+        """Cross-section checks; return (key, message) pairs for each problem."""
+        return []
+
+
+REGISTRY: dict[str, type[PhysicsSpec]] = {}
+"""Hand-written specs by name (none is built in: every built-in model is a plug-in)."""
 
 
 class PluginSettings:

@@ -1,4 +1,7 @@
-"""Provenance: package versions and host facts recorded in stores and reports."""
+"""Provenance: package versions and host facts recorded in stores and reports.
+
+The FEM stack's library versions (PETSc, MPI) are :func:`hybrid.fem.versions.fem_versions`.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +25,3 @@ def package_versions() -> dict[str, str]:
             continue
     return out
 
-
-def fem_versions() -> dict[str, str]:
-    """Add the PETSc and MPI library versions (imports the FEM stack; FEM side only)."""
-    import dolfinx
-    from mpi4py import MPI
-    from petsc4py import PETSc
-
-    import hybrid.fem  # noqa: F401  (orders MPI first)
-
-    out = package_versions()
-    out["dolfinx"] = dolfinx.__version__
-    out["petsc"] = ".".join(str(v) for v in PETSc.Sys.getVersion())
-    out["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
-    return out

@@ -1,6 +1,6 @@
-"""``hybrid synth`` and ``hybrid infer``: thin typer commands over :mod:`hybrid.infer`.
+"""``hybrid synth`` and ``hybrid infer``: thin typer commands over :mod:`hybrid.workflows.infer`.
 
-Registered in :mod:`hybrid.cli`. User errors raise :class:`~hybrid.errors.HybridError`
+Registered in :mod:`hybrid.cli.app`. User errors raise :class:`~hybrid.errors.HybridError`
 subclasses, printed as one line (exit 2). Both are collective under mpirun.
 """
 
@@ -11,11 +11,7 @@ from typing import Annotated
 
 import typer
 
-
-def _say(text: str) -> None:
-    from hybrid.cli import _say as say
-
-    say(text)
+from hybrid.cli.common import say
 
 
 def synth_command(
@@ -32,18 +28,18 @@ def synth_command(
     import numpy as np
 
     import hybrid.fem  # noqa: F401
-    from hybrid.case import load_case
+    from hybrid.core.case import load_case
+    from hybrid.core.parameters import parse_mu
     from hybrid.errors import HybridError
     from hybrid.fem.model import FEMModel
     from hybrid.inference import GaussianNoise, synthesize
-    from hybrid.parameters import parse_mu
 
     c = load_case(case)
     m = parse_mu(mu, c.parameters)
     names = c.observations.names()
     if not names:
         raise HybridError(f"{case}: no [observations] declared: nothing to synthesise")
-    from hybrid.outputs import check_target
+    from hybrid.core.outputs import check_target
 
     check_target(out, kind="file", force=force)
     model = FEMModel(c)
@@ -52,12 +48,12 @@ def synth_command(
     obs = synthesize(y, GaussianNoise(noise, kind, floor), seed=seed, names=names)
     obs.meta.update({"case": c.name, "mu_true": ",".join(repr(float(v)) for v in m)})
     if model.comm.rank == 0:
-        from hybrid.store import atomic_path
+        from hybrid.core.store import atomic_path
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
             obs.to_csv(tmp)
-    _say(f"data: {out} ({len(obs)} observations, noise {obs.meta['noise']}, "
+    say(f"data: {out} ({len(obs)} observations, noise {obs.meta['noise']}, "
          f"max |y| {np.abs(y).max():.3g})")
 
 
@@ -88,8 +84,8 @@ def infer_command(
     force: Annotated[bool, typer.Option(help="write into an existing --out directory")] = False,
 ) -> None:
     """Estimate parameters from data: FEM-confirmed MAP or delayed-acceptance MCMC."""
-    from hybrid.infer import InferenceOptions, print_summary, run_inference
-    from hybrid.outputs import check_target
+    from hybrid.core.outputs import check_target
+    from hybrid.workflows.infer import InferenceOptions, print_summary, run_inference
 
     opt = InferenceOptions(method=method, stage2=stage2, tol=tol, samples=samples,
                            burn_in=burn_in, chains=chains, kernel=kernel, starts=starts,
@@ -100,6 +96,6 @@ def infer_command(
     summary = run_inference(case, surrogate, data, opt, out=out)
     if summary is None:
         return
-    _say(print_summary(summary))
+    say(print_summary(summary))
     for k, v in summary.get("files", {}).items():
-        _say(f"{k + ':':<9} {v}")
+        say(f"{k + ':':<9} {v}")

@@ -9,7 +9,7 @@
   creating ``STORE/claims/<run id>/<index>`` with O_CREAT|O_EXCL (atomic on POSIX and NFS),
   so a slow sample never holds the other groups back, and no rank has to serve requests.
 * Each finished sample is committed by its group leader as one file written to a temporary
-  name, fsynced and renamed (:func:`hybrid.store.write_sample`). After a crash — SIGKILL of
+  name, fsynced and renamed (:func:`hybrid.core.store.write_sample`). After a crash — SIGKILL of
   every rank at any moment included — running the same command again skips the committed
   samples and solves the rest; a sample is either fully committed or absent.
 * A solve that fails (PETSc divergence, NaN) is committed with status "failed" and its
@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.case import Case
-from hybrid.errors import HybridError, StoreError
-from hybrid.store import (
+from hybrid.core.case import Case
+from hybrid.core.store import (
     STATUS_FAILED,
     STATUS_OK,
     Sample,
@@ -49,6 +48,7 @@ from hybrid.store import (
     write_sample,
     write_static,
 )
+from hybrid.errors import HybridError, StoreError
 
 _OWN_FILES = {".lock", "store.json", "static.h5", "plan.json", "samples", "claims", "campaign.json",
               "paraview"}
@@ -198,7 +198,7 @@ def _prepare_store(case: Case, store: Path, n: int) -> tuple[np.ndarray, bool, i
             plan = plan_samples(case, n)
         # the plan is its generator: method, seed and size (the points are recomputed)
         write_json(pf, {"method": s.method, "seed": s.seed, "names": case.parameters.names,
-                        "n": planned, "generator": "hybrid.parameters.ParameterSpace.sample"})
+                        "n": planned, "generator": "hybrid.core.parameters.ParameterSpace.sample"})
     except BaseException:
         os.close(lock)
         raise
@@ -273,7 +273,7 @@ def _claim(claims: Path, index: int) -> bool:
 def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
     """The group's FEM problem; the static part and the manifest when ``write``."""
     from hybrid.fem.problems import create_problem
-    from hybrid.provenance import fem_versions
+    from hybrid.fem.versions import fem_versions
 
     problem = create_problem(case, group) if solve or write else None
     if write:
@@ -445,7 +445,7 @@ def run_campaign(
         missing = n - len(statuses)   # not solved yet: a run stopped by SIGTERM
         pv = None
         if paraview:
-            from hybrid.viz import write_store_xdmf
+            from hybrid.core.viz import write_store_xdmf
 
             pv = write_store_xdmf(SnapshotStore(store), store / "paraview" / "snapshots.xdmf")
         wall = time.perf_counter() - t_start

@@ -1,0 +1,425 @@
+"""Case files: TOML in, a validated :class:`Case` out.
+
+A case file is data (see docs/case-format.md)::
+
+    [case]        name, description                            (optional)
+    [mesh]        type = "unit_square" (cells, cell_type) or "file" (file)
+    [physics]     model = a plug-in (a built-in name such as "thermal_block",
+                  "models/my_pde.py:Class" next to the case, "pkg.mod:Class", an entry
+                  point; see docs/models.md) and the model's settings
+    [parameters.NAME]  lower, upper, log                       (one table per parameter, in order)
+    [sampling]    method = "sobol" | "lhs" | "random", samples, seed
+    [solver]      petsc = { ksp_type = ..., ... }              (PETSc options)
+    [outputs]     store, qoi
+    [observations] points = [[x, y], …], grid = n, averages = { name = [x0, y0, x1, y1] },
+                  fluxes = { name = "x0" | ["x0", "y1", …] }   (boundary fluxes)
+
+Every problem is reported as one line ``FILE: key: what was expected`` through
+:class:`hybrid.errors.CaseError`. Relative mesh paths are resolved against the case file's
+directory; relative output paths against the current directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from hybrid.core.parameters import Parameter, ParameterSpace
+from hybrid.core.physics import REGISTRY, PhysicsSettings, PhysicsSpec
+from hybrid.errors import CaseError
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class CaseMeta(BaseModel):
+    model_config = _STRICT
+    name: str | None = None
+    description: str = ""
+
+
+class MeshSection(BaseModel):
+    model_config = _STRICT
+    type: Literal["unit_square", "unit_cube", "file"]
+    cells: int | None = Field(None, ge=1)
+    cell_type: Literal["triangle", "quadrilateral", "tetrahedron", "hexahedron"] | None = None
+    file: str | None = None
+    gdim: int = Field(2, ge=1, le=3)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.type in ("unit_square", "unit_cube") and self.cells is None:
+            raise ValueError(f"mesh type {self.type!r} needs 'cells' (cells per side)")
+        if self.type == "file" and not self.file:
+            raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh path)")
+        return self
+
+
+class ParameterSection(BaseModel):
+    model_config = _STRICT
+    lower: float
+    upper: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        import math
+
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            raise ValueError(f"bounds must be finite numbers (a campaign samples the box), "
+                             f"got [{self.lower:g}, {self.upper:g}]")
+        if not self.lower < self.upper:
+            raise ValueError(f"lower ({self.lower:g}) must be < upper ({self.upper:g})")
+        if self.log and self.lower <= 0:
+            raise ValueError(f"log = true needs lower > 0, got {self.lower:g}")
+        return self
+
+
+class SamplingSection(BaseModel):
+    model_config = _STRICT
+    method: Literal["sobol", "lhs", "random"] = "sobol"
+    samples: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class SolverSection(BaseModel):
+    model_config = _STRICT
+    petsc: dict[str, str | int | float | bool] = Field(
+        default_factory=lambda: {
+            "ksp_type": "preonly",
+            "pc_type": "lu",
+            "pc_factor_mat_solver_type": "mumps",
+        }
+    )
+
+
+class OutputsSection(BaseModel):
+    model_config = _STRICT
+    store: str | None = None
+    qoi: list[str] = Field(default_factory=lambda: ["mean"])
+
+
+class CouplerSection(BaseModel):
+    """[coupler]: what the coupler may trust besides the FEM (hybrid/workflows/coupler.py).
+
+    ``trust = "bound"`` (default): certified residual bounds of affine models (or an
+    ensemble's spread); any other model is answered by the FEM. ``trust = "indicator"``
+    opts in to the FEM residual indicator η = ‖F(ũ; μ)‖_{X'} of non-affine or nonlinear
+    models — not a bound; answers are labelled uncertified. ``tol`` (default: ``--tol``) is
+    the acceptance threshold in noise standard deviations; ``holdout`` is where the
+    indicator's effectivity is measured: ``"store"`` (the surrogate's validation snapshots)
+    or a number of fresh FEM solves at set-up.
+    """
+
+    model_config = _STRICT
+    trust: Literal["bound", "indicator"] = "bound"
+    tol: float | None = Field(None, gt=0, allow_inf_nan=False)
+    holdout: Literal["store"] | Annotated[int, Field(ge=1)] = "store"
+
+
+#: Sides of the unit square/cube a boundary flux can be taken through (x0: x = 0, x1: x = 1, …).
+SIDES = ("x0", "x1", "y0", "y1", "z0", "z1")
+
+
+def _sides(value) -> list[str]:
+    """A flux's sides: one side name or a non-empty list of distinct side names."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or \
+            not all(isinstance(s, str) for s in items):
+        raise ValueError(f"must be a side name or a list of side names ({', '.join(SIDES)})")
+    for s in items:
+        if s not in SIDES:
+            raise ValueError(f"unknown side {s!r}; expected one of {', '.join(SIDES)}")
+    if len(set(items)) != len(items):
+        raise ValueError("a side is listed twice")
+    return list(items)
+
+
+class ObservationsSection(BaseModel):
+    """Observation operators: point sensors, box averages (linear in u) and boundary fluxes.
+
+    A flux ``name = "x0"`` (or a list of sides) observes the outward flux of the solution
+    through that part of the boundary of the unit square/cube, computed from the residual
+    (see :mod:`hybrid.fem.observations`); it is affine in μ, not a fixed row.
+    """
+
+    model_config = _STRICT
+    points: list[list[float]] = Field(default_factory=list)
+    grid: int | None = Field(None, ge=1, le=100)
+    averages: dict[str, list[float]] = Field(default_factory=dict)
+    fluxes: dict[str, Annotated[list[str], BeforeValidator(_sides)]] = Field(
+        default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        for k, p in enumerate(self.points):
+            if len(p) not in (2, 3):
+                raise ValueError(f"points[{k}] must have 2 or 3 coordinates, got {p}")
+        for name, box in self.averages.items():
+            if len(box) not in (4, 6):
+                raise ValueError(f"averages.{name} must be [x0, y0, x1, y1], got {box}")
+            d = len(box) // 2
+            if any(box[i] >= box[i + d] for i in range(d)):
+                raise ValueError(f"averages.{name}: lower corner must be below upper corner")
+        taken = {n for n, _ in self.sensors()} | set(self.averages)
+        for name in self.fluxes:
+            if name in taken:
+                raise ValueError(f"fluxes.{name}: the name is already used by another "
+                                 "observation")
+        return self
+
+    def sensors(self) -> list[tuple[str, list[float]]]:
+        """Point sensors in order: explicit points p0…, then the grid's (row by row)."""
+        out = [(f"p{k}", list(p)) for k, p in enumerate(self.points)]
+        if self.grid:
+            n = self.grid
+            out += [(f"p{len(self.points) + i + n * j}", [(i + 0.5) / n, (j + 0.5) / n])
+                    for j in range(n) for i in range(n)]
+        return out
+
+    def names(self) -> list[str]:
+        """All observation names in row order: sensors, then averages, then fluxes."""
+        return [n for n, _ in self.sensors()] + list(self.averages) + list(self.fluxes)
+
+    def fingerprint(self) -> dict:
+        """The section as a dict for store fingerprints.
+
+        No ``fluxes`` key when there are none, so stores made before fluxes existed keep
+        their fingerprint.
+        """
+        return self.model_dump(exclude=None if self.fluxes else {"fluxes"})
+
+
+class CaseFile(BaseModel):
+    model_config = _STRICT
+    case: CaseMeta = Field(default_factory=CaseMeta)
+    mesh: MeshSection
+    physics: dict
+    parameters: dict[str, ParameterSection]
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    solver: SolverSection = Field(default_factory=SolverSection)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
+    observations: ObservationsSection = Field(default_factory=ObservationsSection)
+    coupler: CouplerSection = Field(default_factory=CouplerSection)
+
+
+@dataclass
+class Case:
+    """A validated case: everything a campaign, a solve or a surrogate needs to know."""
+
+    path: Path
+    text: str
+    name: str
+    description: str
+    mesh: MeshSection
+    physics: PhysicsSpec
+    parameters: ParameterSpace
+    sampling: SamplingSection
+    petsc_options: dict[str, str | int | float | bool]
+    store: Path
+    qoi: list[str] = field(default_factory=list)
+    observations: ObservationsSection = field(default_factory=ObservationsSection)
+    coupler: CouplerSection = field(default_factory=CouplerSection)
+
+    def fingerprint(self) -> dict:
+        """The parts of the case that make two stores' snapshots comparable.
+
+        Mesh, physics settings, parameter space, QoIs and observations (names, kinds and
+        positions), and for a plug-in model its reference and sha256: a store, a surrogate
+        trained on it and a data file belong to a case only when this agrees.
+        """
+        fp = {
+            "mesh": self.mesh.model_dump(),
+            "physics": self.physics.settings.model_dump(),
+            "parameters": self.parameters.to_dict(),
+            "qoi": self.qoi,
+            "observations": self.observations.fingerprint(),
+        }
+        info = getattr(self.physics, "model_info", None)
+        if info is not None:   # plug-ins: the model file's sha256
+            fp["model"] = info
+        return fp
+
+    def fingerprint_against(self, stored: dict | None) -> dict:
+        """:meth:`fingerprint` (as JSON) in the form that compares with a ``stored`` one.
+
+        Equal to it except for stores and surrogates of the former hand-written thermal block,
+        whose fingerprints have no ``model`` key
+        (:func:`hybrid.core.legacy.comparable_fingerprint`).
+        """
+        import json
+
+        from hybrid.core.legacy import comparable_fingerprint
+
+        return comparable_fingerprint(json.loads(json.dumps(self.fingerprint())), stored)
+
+    @property
+    def mesh_file(self) -> Path | None:
+        """Absolute path of the mesh file, or None for a built-in mesh."""
+        if self.mesh.type != "file":
+            return None
+        p = Path(self.mesh.file)
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc if x != "__root__") or "(top level)"
+
+
+def _first_error(path: Path, exc: ValidationError, prefix: tuple = ()) -> CaseError:
+    err = exc.errors()[0]
+    loc = prefix + tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = f"{path}: {_loc(loc)}: unknown key"
+    elif kind == "missing":
+        msg = f"{path}: {_loc(loc)}: missing required key"
+    else:
+        text = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        tail = "" if isinstance(got, dict) else f" (got {got!r})"
+        msg = f"{path}: {_loc(loc)}: {text}{tail}"
+    return CaseError(msg)
+
+
+def parse_case(text: str, path: Path) -> Case:
+    """Validate the TOML ``text`` of the case file at ``path``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CaseError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        cf = CaseFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+
+    model = cf.physics.get("model")
+    if model is None:
+        raise CaseError(f"{path}: physics.model: missing required key")
+    if not isinstance(model, str):
+        raise CaseError(f"{path}: physics.model: expected a model name or reference "
+                        f"(got {model!r})")
+    if not cf.parameters:
+        raise CaseError(f"{path}: parameters: at least one [parameters.NAME] table is needed")
+    space = ParameterSpace(
+        tuple(Parameter(n, p.lower, p.upper, p.log) for n, p in cf.parameters.items())
+    )
+    if model in REGISTRY:
+        spec_cls = REGISTRY[model]
+        try:
+            settings: PhysicsSettings = spec_cls.Settings.model_validate(cf.physics)
+        except ValidationError as exc:
+            raise _first_error(path, exc, ("physics",)) from None
+        spec = spec_cls(settings)
+        if space.dim != spec.n_parameters():
+            raise CaseError(
+                f"{path}: parameters: physics model {model!r} with these settings takes "
+                f"{spec.n_parameters()} parameters, the case declares {space.dim}"
+            )
+    else:
+        spec = _plugin(path, model, cf.physics, space)
+    unknown_qoi = [q for q in cf.outputs.qoi if q not in spec.qoi_names()]
+    if unknown_qoi:
+        raise CaseError(
+            f"{path}: outputs.qoi: unknown quantity {unknown_qoi[0]!r}; model {model!r} offers "
+            f"{spec.qoi_names()[:6]}{'…' if len(spec.qoi_names()) > 6 else ''}"
+        )
+    name = cf.case.name or path.stem
+    case = Case(
+        path=path,
+        text=text,
+        name=name,
+        description=cf.case.description,
+        mesh=cf.mesh,
+        physics=spec,
+        parameters=space,
+        sampling=cf.sampling,
+        petsc_options=dict(cf.solver.petsc),
+        store=Path(cf.outputs.store or f"runs/{name}/store"),
+        qoi=list(cf.outputs.qoi),
+        observations=cf.observations,
+        coupler=cf.coupler,
+    )
+    for key, problem in spec.check_consistency(case):
+        raise CaseError(f"{path}: {key}: {problem}")
+    dim = 3 if case.mesh.type == "unit_cube" else (
+        case.mesh.gdim if case.mesh.type == "file" else 2)
+    for fname, sides in cf.observations.fluxes.items():
+        bad = [s for s in sides if SIDES.index(s) >= 2 * dim]
+        if bad:
+            raise CaseError(f"{path}: observations.fluxes.{fname}: side {bad[0]!r} needs a "
+                            f"3D mesh; this mesh is {dim}D")
+    mf = case.mesh_file
+    if mf is not None and not mf.is_file():
+        raise CaseError(f"{path}: mesh.file: mesh file {mf} does not exist")
+    return case
+
+
+def _plugin(path: Path, model: str, table: dict, space: ParameterSpace):
+    """The plug-in spec of ``model`` with the other ``[physics]`` keys as its settings.
+
+    Settings and parameter problems are case errors (naming the case file); a model that
+    cannot be loaded is a :class:`~hybrid.errors.ModelError` naming the model file.
+    """
+    import re
+
+    from hybrid.core.physics import PluginSpec
+    from hybrid.errors import ModelError
+
+    try:
+        from hybrid.model import load_model
+
+        loaded = load_model(model, path.parent)
+    except ModelError as exc:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model) and "not a built-in model" in str(exc):
+            from hybrid.model.library import BUILTIN
+
+            raise CaseError(
+                f"{path}: physics.model: unknown physics model {model!r}; expected one of "
+                f"{sorted(set(REGISTRY) | set(BUILTIN))}, an entry point of group "
+                "hybrid.models, 'file.py:Class' or 'package.module:Class'") from None
+        raise
+    rest = {k: v for k, v in table.items() if k != "model"}
+    try:
+        loaded.cls.Settings.model_validate(rest)
+    except ValidationError as exc:
+        raise _first_error(path, exc, ("physics",)) from None
+    spec = PluginSpec(loaded, loaded.instantiate(table))
+    try:
+        declared = spec.model.parameters()
+    except Exception:   # parameter_names below reports it, naming the model file
+        declared = None
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != space.dim:
+        raise CaseError(f"{path}: parameters: physics model {model!r} with these settings takes "
+                        f"{declared} parameters, the case declares {space.dim}")
+    try:
+        spec.parameter_names(space.names)
+    except ModelError as exc:
+        raise CaseError(f"{path}: parameters: {exc}") from None
+    return spec
+
+
+def load_case(path: str | Path) -> Case:
+    """Read and validate a case file.
+
+    Raises:
+        CaseError: the file is missing, not TOML, or not a valid case (one-line message).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise CaseError(f"{p}: case file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseError(f"{p}: cannot read case file: {exc}") from None
+    return parse_case(text, p)

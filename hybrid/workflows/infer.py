@@ -1,0 +1,404 @@
+"""Parameter inference for a case: what ``hybrid infer`` runs (also a Python API).
+
+::
+
+    from hybrid.workflows.infer import InferenceOptions, run_inference
+    summary = run_inference("cases/thermal_block.toml", "runs/thermal_block/surrogate",
+                            "obs.csv", InferenceOptions(method="map"), out="runs/infer")
+
+**MAP** (``method="map"``): the surrogate's MAP estimate by multi-start L-BFGS-B with
+autograd gradients (a Sobol design of starts), then the trust-region confirmation loop of
+:func:`hybrid.inference.confirm` with the FEM as the expensive model (gradients from its
+tangent-linear model), iterated until the corrected surrogate predicts no further decrease of
+the FEM misfit: the answer is the FEM's MAP estimate. Reported: μ̂, the FEM and the surrogate
+misfit at μ̂, the Laplace (Gauss–Newton) covariance from the FEM Jacobian, FEM solves used.
+
+**MCMC** (``method="mcmc"``): adaptive delayed-acceptance Metropolis started at the surrogate's
+MAP with its Laplace covariance as the first proposal; stage 1 is the surrogate, stage 2 is
+
+* ``stage2="coupler"`` (default): the :class:`~hybrid.workflows.coupler.Coupler` — surrogate,
+  reduced basis or FEM, whichever is certified to ``tol`` noise standard deviations (FEM-grade);
+  with ``[coupler] trust = "indicator"`` in the case, a nonlinear or non-affine model's
+  surrogate answers may be accepted on the FEM residual indicator (not a bound; labelled
+  uncertified in the coupler's report);
+* ``stage2="fem"``: the FEM itself (the chain targets the FEM posterior exactly);
+* ``stage2="none"``: surrogate-only sampling, the fast mode, labelled *not exact*.
+
+Chains run on the MPI ranks (each rank with its own FEM on COMM_SELF). Every FEM solve is
+committed to the store (adaptive enrichment) in a sample range of its own per rank.
+
+Outputs in ``out``: ``summary.json``, ``corner.png``, ``trace.png`` (MCMC), ``samples.npz``
+(MCMC), and ``field/solution.xdmf``, the FEM field at the estimate (the MAP, or the posterior
+mean), for ParaView. Collective on COMM_WORLD.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.errors import HybridError
+
+METHODS = ("map", "mcmc")
+STAGE2 = ("coupler", "fem", "none")
+KERNELS = ("mala", "rw")
+RANK_RANGE = 100_000
+"""Sample numbers per rank for enrichment commits (disjoint ranges under mpirun)."""
+
+
+@dataclass
+class InferenceOptions:
+    """Settings of one inference run (the ``hybrid infer`` options)."""
+
+    method: str = "map"
+    prior: str = "uniform"
+    starts: int = 8
+    seed: int = 0
+    tol: float = 0.1
+    """Coupler trust threshold: certified error ≤ tol noise standard deviations."""
+    stage2: str = "coupler"
+    samples: int = 2000
+    burn_in: int = 1000
+    chains: int = 4
+    kernel: str = "mala"
+    """MCMC first-stage proposal: ``mala`` (Langevin, surrogate gradients) or ``rw``."""
+    enrich: bool = True
+    """Commit FEM solves to the store."""
+    field: bool = True
+    """Write the FEM field at the estimate."""
+    plots: bool = True
+    max_fem: int = 200
+    """Budget of FEM solves of the MAP confirmation loop."""
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise HybridError(f"--method must be one of {', '.join(METHODS)}, got "
+                              f"{self.method!r}")
+        if self.stage2 not in STAGE2:
+            raise HybridError(f"--stage2 must be one of {', '.join(STAGE2)}, got "
+                              f"{self.stage2!r}")
+        if self.kernel not in KERNELS:
+            raise HybridError(f"--kernel must be one of {', '.join(KERNELS)}, got "
+                              f"{self.kernel!r}")
+        if self.prior != "uniform":
+            raise HybridError(f"--prior: only 'uniform' (in the natural coordinate: log-uniform "
+                              f"for log-scaled parameters) is available, got {self.prior!r}")
+        for name in ("starts", "samples", "chains", "max_fem"):
+            if getattr(self, name) < 1:
+                raise HybridError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.burn_in < 0:
+            raise HybridError("--burn-in must be >= 0")
+        if not (np.isfinite(self.tol) and self.tol > 0):
+            raise HybridError(f"--tol must be a positive number, got {self.tol}")
+
+
+def _summary_mu(names, mu) -> dict:
+    return {n: float(v) for n, v in zip(names, mu, strict=True)}
+
+
+def run_inference(case, surrogate, data, options: InferenceOptions | None = None, *,
+                  out: str | Path | None = None, comm=None, store: str | Path | None = None
+                  ) -> dict | None:
+    """Estimate the case's parameters from ``data``; return the summary (on rank 0).
+
+    Args:
+        case: a :class:`~hybrid.core.case.Case` or a case-file path.
+        surrogate: a :class:`~hybrid.surrogate.Surrogate` or its directory (must match the
+            case).
+        data: :class:`~hybrid.inference.Observations` or an observation CSV path.
+        options: what to run.
+        out: output directory (None: write nothing).
+        comm: the communicator (default COMM_WORLD); collective on it.
+        store: the store FEM solves are committed to (default: the case's, if it exists).
+    """
+    from hybrid.core.case import Case, load_case
+    from hybrid.fem import MPI  # the DOLFINx wheel's MPI first
+    from hybrid.fem.model import FEMModel
+    from hybrid.inference import (
+        Observations,
+        Posterior,
+        confirm,
+        find_map,
+        read_csv,
+        sample,
+    )
+    from hybrid.inference.models import fem_model, surrogate_model
+    from hybrid.inference.proposal import laplace_proposal
+    from hybrid.surrogate import Surrogate
+
+    opt = options or InferenceOptions()
+    opt.check()
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    rank = comm.rank
+    t_start = time.perf_counter()
+    case = case if isinstance(case, Case) else load_case(case)
+    sur = surrogate if isinstance(surrogate, Surrogate) else Surrogate.load(surrogate)
+    sur.check_case(case)
+    if not sur.observation_names:
+        raise HybridError(f"case {case.name!r} declares no observations ([observations] in "
+                          "the case file): nothing to compare data with")
+    obs = data if isinstance(data, Observations) else read_csv(
+        data, expected=sur.observation_names)
+    made_for = obs.meta.get("case")
+    if made_for is not None and made_for != case.name:
+        raise HybridError(f"{data}: the data were made for case {made_for!r} (its '# case:' "
+                          f"line), not for case {case.name!r} ({case.path})")
+    store = Path(store) if store is not None else case.store
+    if not (store / "store.json").exists():
+        store = None
+    elif opt.enrich:   # checked on the root, refused on every rank
+        problem = None
+        if rank == 0:
+            try:
+                _check_enrichment_store(store, case)
+            except HybridError as exc:
+                problem = str(exc)
+        problem = comm.bcast(problem, root=0)
+        if problem:
+            raise HybridError(problem)
+    out = Path(out) if out is not None else None
+    if out is not None and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    space = case.parameters
+    cheap = Posterior(surrogate_model(sur), obs, space, opt.prior)
+    summary: dict = {"case": case.name, "method": opt.method, "options": asdict(opt),
+                     "parameters": space.names, "observations": list(obs.names),
+                     "data": obs.meta, "data_values": obs.values.tolist(),
+                     "data_sigma": obs.sigma.tolist(),
+                     "surrogate": {"kind": sur.kind, "modes": sur.n_modes,
+                                   "path": str(getattr(sur, "path", ""))},
+                     "ranks": comm.size}
+
+    # the surrogate's MAP: the MAP method's start, the chains' start and first proposal
+    t0 = time.perf_counter()
+    cheap_map = find_map(cheap, starts=opt.starts, seed=opt.seed)
+    summary["surrogate_map"] = {"mu": _summary_mu(space.names, cheap_map.mu),
+                                "chi2": cheap_map.chi2, "wall_time_s": time.perf_counter() - t0,
+                                "surrogate_evaluations": cheap_map.n_model_evals}
+
+    laplace_mu = None
+    if opt.method == "map":
+        fem = FEMModel(case, comm, store=store if opt.enrich else None, run_id="infer-map")
+        res = confirm(cheap, fem_model(fem), start=cheap_map, jacobian="model",
+                      max_expensive=opt.max_fem)
+        estimate = res.mu
+        std = res.std
+        summary["map"] = res.to_dict()
+        summary["estimate"] = _summary_mu(space.names, estimate)
+        summary["std"] = None if std is None else _summary_mu(space.names, std)
+        if std is not None:  # Laplace: Gaussian 90 % intervals
+            summary["interval_90"] = {n: [float(m - 1.6449 * s), float(m + 1.6449 * s)]
+                                      for n, m, s in zip(space.names, estimate, std, strict=True)}
+        summary["misfit"] = {"chi2_fem": res.chi2, "chi2_surrogate": res.chi2_cheap,
+                             "n_observations": len(obs)}
+        summary["fem"] = {"solves": fem.n_solves, "time_s": fem.time,
+                          "committed": len(fem.committed)}
+        fem.close()
+        mcmc = None
+    else:
+        fem = coupler = None
+        stage2 = None
+        if opt.stage2 != "none":
+            base = None if store is None else _enrichment_base(store, rank)
+            keep = store if opt.enrich else None
+            if opt.stage2 == "fem":
+                fem = FEMModel(case, MPI.COMM_SELF, store=keep, index_base=base,
+                               run_id="infer-mcmc")
+                stage2 = cheap.with_model(fem_model(fem, gradients=False))
+            else:
+                from hybrid.workflows.coupler import Coupler
+
+                fem = FEMModel(case, MPI.COMM_SELF)
+                cc = case.coupler   # [coupler]: trust, tol (else --tol), holdout
+                coupler = Coupler(sur, fem, sigma=obs, tol=cc.tol or opt.tol, store=keep,
+                                  static=_static(store, sur), index_base=base,
+                                  run_id="infer-mcmc", trust=cc.trust, holdout=cc.holdout)
+                stage2 = cheap.with_model(coupler.forward_model())
+        # the bound-safe Laplace approximation at the surrogate's MAP: first proposal,
+        # anchor of the adapted covariance, and the spread of the over-dispersed starts
+        lap = laplace_proposal(cheap, cheap_map.mu)
+        dmu = cheap.transform.dmu_dw(cheap.transform.to_w(cheap_map.mu))
+        laplace_mu = (cheap_map.mu, dmu[:, None] * lap.cov_w * dmu[None, :])
+        summary["proposal"] = {"centre": _summary_mu(space.names, lap.mu),
+                               "moved_inside": [n for n, m in zip(space.names, lap.moved,
+                                                                  strict=True) if m]}
+        mcmc = sample(stage2, cheap, mode="surrogate-only" if stage2 is None else
+                      "delayed-acceptance", n_samples=opt.samples, burn_in=opt.burn_in,
+                      chains=opt.chains, seed=opt.seed, x0=lap.mu, proposal_cov=lap.cov,
+                      start_cov=lap.cov, kernel=opt.kernel,
+                      comm=comm if comm.size > 1 else None)
+        committed = (coupler.committed if coupler is not None else
+                     fem.committed if fem is not None else [])
+        parts = comm.gather({"fem_solves": fem.n_solves if fem else 0,
+                             "fem_time_s": fem.time if fem else 0.0,
+                             "committed": len(committed),
+                             "coupler": coupler.report() if coupler else None}, root=0)
+        estimate = None
+        if rank == 0:
+            d = mcmc.to_dict()
+            label = {"coupler": "delayed acceptance, stage 2 = coupler (FEM or a model "
+                                "certified within tol noise std)",
+                     "fem": "delayed acceptance, stage 2 = FEM (exact FEM posterior)",
+                     "none": "surrogate only: NOT the FEM posterior (fast mode)"}[opt.stage2]
+            if opt.stage2 == "coupler" and case.coupler.trust == "indicator":
+                label = ("delayed acceptance, stage 2 = coupler (FEM, or the surrogate "
+                         "accepted on the opted-in residual indicator: NOT certified)")
+            d["target"] = label
+            summary["mcmc"] = d
+            estimate = np.mean(mcmc.draws(), axis=0)
+            summary["estimate"] = _summary_mu(space.names, estimate)
+            summary["std"] = _summary_mu(space.names, np.std(mcmc.draws(), axis=0, ddof=1))
+            summary["interval_90"] = {n: [d["parameters"][n]["q05"], d["parameters"][n]["q95"]]
+                                      for n in space.names}
+            summary["fem"] = {"solves": sum(p["fem_solves"] for p in parts),
+                              "time_s": sum(p["fem_time_s"] for p in parts),
+                              "committed": sum(p["committed"] for p in parts)}
+            if coupler is not None:
+                summary["coupler"] = [p["coupler"] for p in parts]
+        estimate = comm.bcast(estimate, root=0)
+        if fem is not None:
+            fem.close()
+
+    if out is not None and opt.field:
+        from hybrid.workflows.solve import solve_one
+
+        res_field = solve_one(case, estimate, out / "field", comm)
+        if rank == 0:
+            summary["field"] = {"xdmf": str(res_field["xdmf"]),
+                                "status": res_field["summary"]["status"],
+                                "qoi": res_field["summary"].get("qoi")}
+    summary["wall_time_s"] = time.perf_counter() - t_start
+    if rank != 0:
+        return None
+    if out is not None:
+        _write_outputs(out, summary, mcmc, opt, cheap_map, space.names, laplace_mu)
+    return summary
+
+
+def _check_enrichment_store(store: Path, case) -> None:
+    """Refuse to enrich a store that another case made, or that a campaign is writing."""
+    from hybrid.core.store import SnapshotStore, store_lock
+
+    fp = SnapshotStore(store).manifest.get("fingerprint") or {}
+    mine = case.fingerprint_against(fp)
+    diff = [k for k in mine if fp.get(k) != mine[k]]
+    if diff:
+        raise HybridError(f"{store}: the store was made from another case ({', '.join(diff)} "
+                          f"differ from {case.path}); FEM solves cannot be committed to it "
+                          "(use --no-enrich)")
+    with store_lock(store, wait=0.0):
+        pass
+
+
+def _enrichment_base(store: Path, rank: int) -> int:
+    """First free sample number in this rank's enrichment range.
+
+    Ranks never collide and repeated runs never overwrite a sample.
+    """
+    from hybrid.core.store import ENRICHMENT_BASE, SnapshotStore
+
+    lo = ENRICHMENT_BASE + RANK_RANGE * (1 + rank)
+    used = [i for i in SnapshotStore(store).committed_indices() if lo <= i < lo + RANK_RANGE]
+    return max(used, default=lo - 1) + 1
+
+
+def _static(store: Path | None, sur):
+    """The static data of the store the surrogate was trained on."""
+    from hybrid.core.store import SnapshotStore
+
+    path = store if store is not None else Path(sur.meta.get("store", {}).get("path", ""))
+    if not (Path(path) / "store.json").exists():
+        raise HybridError(f"the coupler needs the snapshot store the surrogate was trained on "
+                          f"(for its error bounds); {path} is not a store")
+    return SnapshotStore(path).static
+
+
+def _truth(summary: dict, names) -> np.ndarray | None:
+    """The true μ of synthetic data (its '# mu_true:' line), or None."""
+    txt = summary.get("data", {}).get("mu_true")
+    try:
+        v = np.array([float(x) for x in txt.split(",")]) if txt else None
+    except ValueError:
+        return None
+    return v if v is not None and v.size == len(names) else None
+
+
+def _write_outputs(out: Path, summary: dict, mcmc, opt: InferenceOptions, cheap_map,
+                   names, laplace=None) -> None:
+    from hybrid.core.store import write_json
+    from hybrid.inference.map import _jsonable
+
+    files = {"summary": str(out / "summary.json")}
+    if opt.plots:
+        from hybrid.inference.plots import corner, trace
+
+        truth = _truth(summary, names)
+        if mcmc is not None:
+            corner(mcmc, out / "corner.png", truths=truth, laplace=laplace,
+                   markers={"surrogate MAP": cheap_map.mu})
+            trace(mcmc, out / "trace.png")
+            files["trace"] = str(out / "trace.png")
+        else:
+            est = np.array([summary["estimate"][n] for n in names])
+            draws = _laplace_draws(est, summary["map"].get("cov"), opt.seed)
+            if draws is not None:
+                corner(draws, out / "corner.png", names=names, truths=truth,
+                       markers={"FEM MAP": est, "surrogate MAP": cheap_map.mu})
+        if (out / "corner.png").exists():
+            files["corner"] = str(out / "corner.png")
+    if mcmc is not None:
+        mcmc.save_npz(out / "samples.npz")
+        files["samples"] = str(out / "samples.npz")
+        observed = {"y": np.asarray(summary["data_values"]),
+                    "sigma": np.asarray(summary["data_sigma"])}
+        mcmc.save_netcdf(out / "posterior.nc", observed=observed,
+                         attrs={"case": summary["case"], "target": summary["mcmc"]["target"],
+                                "observations": ",".join(summary["observations"])})
+        files["posterior"] = str(out / "posterior.nc")
+    if "field" in summary:
+        files["field"] = summary["field"]["xdmf"]
+    summary["files"] = files
+    write_json(out / "summary.json", _jsonable(summary))
+
+
+def _laplace_draws(mean, cov, seed: int):
+    """Draws from the Laplace approximation, for the corner plot of a MAP run."""
+    if cov is None:
+        return None
+    cov = np.asarray(cov, dtype=float)
+    try:
+        L = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return None
+    z = np.random.default_rng(seed).standard_normal((4000, mean.size))
+    return mean + z @ L.T
+
+
+def print_summary(summary: dict) -> str:
+    """A few human lines of a summary (for the CLI)."""
+    lines = []
+    est, std = summary["estimate"], summary.get("std") or {}
+    what = ("MAP (FEM-confirmed)" if summary["method"] == "map" else
+            summary["mcmc"]["target"])
+    lines.append(f"{summary['case']}: {what}")
+    for n, v in est.items():
+        s = std.get(n)
+        lines.append(f"  {n:>10} = {v:.6g}" + (f" ± {s:.3g}" if s is not None else ""))
+    if "misfit" in summary:
+        m = summary["misfit"]
+        lines.append(f"  chi2 {m['chi2_fem']:.4g} (FEM) vs {m['chi2_surrogate']:.4g} "
+                     f"(surrogate) for {m['n_observations']} observations")
+    if "mcmc" in summary:
+        d = summary["mcmc"]
+        lines.append(f"  {d['chains']} chains x {d['draws_per_chain']} draws, max R-hat "
+                     f"{d['max_rhat']:.3f}, min ESS {d['min_ess']:.0f}")
+        for w in d.get("warnings", []):
+            lines.append(f"  WARNING: {w}")
+    lines.append(f"  FEM solves {summary['fem']['solves']}, wall time "
+                 f"{summary['wall_time_s']:.1f} s")
+    return "\n".join(lines)
+
