@@ -519,6 +519,8 @@ def _abs_residual(n=4):
 
 
 def test_user_affine_results_carry_linearity_the_source_and_are_checked_on_the_box():
+    import ufl
+
     from hybrid.fem.analysis import user_affine
 
     F, u, mu, a = _abs_residual()
@@ -529,6 +531,18 @@ def test_user_affine_results_carry_linearity_the_source_and_are_checked_on_the_b
     neg = user_affine(F, u, mu, terms, ([-2.0, 0.0], [-1.0, 1.0]))
     assert not neg.affine and neg.linear is True and neg.source == "user"
     assert neg.error == pytest.approx(2.0, rel=1e-10)   # ‖(|μ| − μ) a‖ / ‖|μ| a‖ = 2
+    assert [t.theta for t in neg.terms] == [{"mu": 0}]  # the refused terms are kept
+    # error is the worst reassembly error of the seeded checks
+    from hybrid.fem.analysis import affine_decomposition, reassembly_error
+
+    wrong = [(mu[0] * mu[0], a)]
+    d = user_affine(F, u, mu, wrong)
+    assert not d.affine and d.error == reassembly_error(F, d.terms, u, mu, None, 3, 0)
+    d = user_affine(F, u, mu, wrong, seed=5, checks=1)
+    assert d.error == reassembly_error(F, d.terms, u, mu, None, 1, 5)
+    G = mu[0] * a + mu[1] * u * a.arguments()[0] * ufl.dx
+    e = affine_decomposition(G, u, mu)
+    assert e.affine and e.error == reassembly_error(G, e.terms, u, mu, None, 3, 0)
     bad = user_affine(F, u, mu, [({"mu": 5}, a)])
     assert (bad.affine, bad.linear, bad.source, bad.terms) == (False, True, "user", [])
     assert bad.reason.startswith("affine term 0: θ: ") and "out of range for 2" in bad.reason
@@ -599,8 +613,13 @@ def test_the_certificate_is_computed_only_for_a_coercive_linear_affine_problem_o
     pb.F = F0 - g * v * ufl.dx                              # linear, not affine
     b = analyse(pb, ctx.mu, box)
     assert not b.affine.affine and b.linear is True and b.certificate is None
+    # user terms are checked on the box: |μ0| a = μ0 a for μ0 > 0 only
+    lap = ufl.inner(ufl.grad(pb.u), ufl.grad(v)) * ufl.dx
+    pb.F, pb.affine = abs(ctx.mu[0]) * lap, [(ctx.mu[0], lap)]
+    assert analyse(pb, ctx.mu, box).affine.affine
+    assert not analyse(pb, ctx.mu, ([-1.0] + [0.1] * 3, [-0.1] + [1.0] * 3)).affine.affine
     pb.F = F0
-    pb.affine = [(ctx.mu[0], ufl.inner(ufl.grad(pb.u), ufl.grad(v)) * ufl.dx)]  # not F
+    pb.affine = [(ctx.mu[0], lap)]                           # not F
     c = analyse(pb, ctx.mu, box)
     assert not c.affine.affine and c.linear is True and c.certificate is None
 
