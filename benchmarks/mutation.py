@@ -14,6 +14,14 @@ that was not killed listed with its diff.
     python benchmarks/mutation.py                      # all modules in tests/mutation.toml
     python benchmarks/mutation.py parameters pod       # some of them
     python benchmarks/mutation.py --list               # the modules and their tests
+    python benchmarks/mutation.py analysis --sample-every 3      # a sample: every 3rd function
+    python benchmarks/mutation.py analysis --functions _poly "Analysis.*"   # named functions
+
+A *sample* (``--functions`` / ``--sample-every``, one module only) runs the mutants of some of
+the module's functions (top-level functions and methods, ``Class.method``, in source order;
+every k-th from ``--sample-offset``) through ``mutmut run <patterns>`` and scores those
+mutants only; its JSON entry carries ``"sample"`` (the functions, how many of the module's
+functions and mutants it covers) and replaces any earlier entry of the module, full or not.
 
 Score = killed / (mutants - equivalent); "no tests" (a function no selected test calls) and
 "suspicious" count as not killed, timeouts as killed. Exit status 1 when a module scores below
@@ -23,7 +31,9 @@ Score = killed / (mutants - equivalent); "no tests" (a function no selected test
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
+import fnmatch
 import json
 import os
 import platform
@@ -75,7 +85,41 @@ def changed_lines(diff: str) -> str:
                       if ln.startswith("+") and not ln.startswith("+++"))
 
 
-def run_module(name: str, spec: dict, equivalent: dict, jobs: int, quiet: bool) -> dict:
+def functions_of(source: Path) -> list[str]:
+    """Top-level functions and methods (``Class.method``) of a module, in source order."""
+    out = []
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.append(node.name)
+        elif isinstance(node, ast.ClassDef):
+            out += [f"{node.name}.{m.name}" for m in node.body
+                    if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return out
+
+
+def mangled(module: str, function: str) -> str:
+    """mutmut's name of a function (``module.x_f``) or method (``module.xǁClassǁm``)."""
+    cls, _, f = function.rpartition(".")
+    return f"{module}.xǁ{cls}ǁ{f}" if cls else f"{module}.x_{f}"
+
+
+def choose_functions(functions: list[str], patterns: list[str] | None, every: int | None,
+                     offset: int = 0) -> list[str]:
+    """The sampled functions: those matching a pattern, or every k-th from ``offset``."""
+    if patterns:
+        chosen = [f for f in functions if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+        if not chosen:
+            raise SystemExit(f"no function matches {patterns}; functions: {functions}")
+        return chosen
+    if every is not None:
+        if every < 1 or not 0 <= offset < every:
+            raise SystemExit("--sample-every needs k >= 1 and 0 <= --sample-offset < k")
+        return functions[offset::every]
+    return functions
+
+
+def run_module(name: str, spec: dict, equivalent: dict, jobs: int, quiet: bool,
+               sample: list[str] | None = None) -> dict:
     tests = [t for t in spec["tests"] if (ROOT / t.split("::")[0]).exists()]
     if not tests:  # mutmut would fall back to the whole suite
         raise SystemExit(f"{name}: none of its tests {spec['tests']} exists")
@@ -93,8 +137,12 @@ def run_module(name: str, spec: dict, equivalent: dict, jobs: int, quiet: bool) 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     mutmut = Path(sys.executable).parent / "mutmut"
+    module = spec["source"][:-3].replace("/", ".")
+    selected = None if sample is None else {mangled(module, f) for f in sample}
+    patterns = [] if selected is None else sorted(m + "__mutmut_*" for m in selected)
     t0 = time.perf_counter()
-    proc = subprocess.run([str(mutmut), "run", "--max-children", str(jobs)], cwd=work, env=env,
+    proc = subprocess.run([str(mutmut), "run", "--max-children", str(jobs), *patterns],
+                          cwd=work, env=env,
                           stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE,
                           text=True)
     seconds = time.perf_counter() - t0
@@ -113,6 +161,9 @@ def run_module(name: str, spec: dict, equivalent: dict, jobs: int, quiet: bool) 
 
         reset_config()
         codes = json.loads(meta.read_text())["exit_code_by_key"]
+        in_file = len(codes)
+        if selected is not None:
+            codes = {k: c for k, c in codes.items() if k.partition("__mutmut_")[0] in selected}
         counts: dict[str, int] = {}
         not_killed, stale, excused = [], [], []
         for mutant, code in codes.items():
@@ -138,13 +189,20 @@ def run_module(name: str, spec: dict, equivalent: dict, jobs: int, quiet: bool) 
         os.chdir(cwd)
     prefix = spec["source"][:-3].replace("/", ".") + "."
     for mutant in equivalent:
+        if selected is not None and mutant.partition("__mutmut_")[0] not in selected:
+            continue
         if mutant.startswith(prefix) and mutant not in codes:
             stale.append({"mutant": mutant, "why": "no such mutant any more"})
     total = len(codes)
     killed = counts.get("killed", 0)
     eq = counts.get("equivalent", 0)
     score = killed / (total - eq) if total > eq else 1.0
+    extra = {} if sample is None else {"sample": {
+        "what": "a SAMPLE of the module's functions, not the whole module",
+        "functions": sample, "of_functions": len(functions_of(ROOT / spec["source"])),
+        "mutants_in_file": in_file}}
     return {
+        **extra,
         "source": spec["source"], "tests": tests, "mutants": total, "killed": killed,
         "survived": total - killed - eq, "equivalent": eq,
         "not_killed_by_status": {k: v for k, v in counts.items()
@@ -163,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="mutmut worker processes")
     ap.add_argument("--min-score", type=float, default=0.0)
     ap.add_argument("--list", action="store_true", help="print the modules and their tests")
+    ap.add_argument("--functions", nargs="+", metavar="PATTERN",
+                    help="a sample: only the functions matching these (fnmatch, Class.method)")
+    ap.add_argument("--sample-every", type=int, metavar="K",
+                    help="a sample: every K-th function of the module, in source order")
+    ap.add_argument("--sample-offset", type=int, default=0, metavar="I",
+                    help="with --sample-every: start at the I-th function (default 0)")
     ap.add_argument("--verbose", action="store_true", help="show mutmut's progress")
     a = ap.parse_args(argv)
     modules, equivalent = load_config(a.config)
@@ -174,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown module(s) {sorted(unknown)}; expected {list(modules)}")
     chosen = a.modules or list(modules)
+    sampling = a.functions is not None or a.sample_every is not None
+    if sampling and len(chosen) != 1:
+        raise SystemExit("--functions / --sample-every sample one module: name exactly one")
 
     import mutmut
 
@@ -187,14 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     results = summary.setdefault("modules", {})
     low = []
     for name in chosen:
-        r = run_module(name, modules[name], equivalent, a.jobs, quiet=not a.verbose)
+        sample = None
+        if sampling:
+            sample = choose_functions(functions_of(ROOT / modules[name]["source"]),
+                                      a.functions, a.sample_every, a.sample_offset)
+        r = run_module(name, modules[name], equivalent, a.jobs, quiet=not a.verbose,
+                       sample=sample)
         r["date"] = dt.date.today().isoformat()
         r["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, jobs={a.jobs}"
         results[name] = r
         stale = f"  STALE equivalents: {len(r['stale_equivalents'])}" * bool(r["stale_equivalents"])
         print(f"{name:12s} killed {r['killed']:4d}  survived {r['survived']:4d}  "
               f"equivalent {r['equivalent']:3d}  score {100 * r['score']:5.1f} %  "
-              f"({r['seconds']:.0f} s){stale}", flush=True)
+              f"({r['seconds']:.0f} s){stale}"
+              f"{f'  SAMPLE of {len(sample)} functions' if sample else ''}", flush=True)
         if r["score"] < a.min_score:
             low.append(name)
         a.out.parent.mkdir(parents=True, exist_ok=True)

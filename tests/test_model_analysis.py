@@ -329,3 +329,320 @@ def test_min_eigenvalue_beyond_the_dense_limit():
     shifted = lap - 1e-3 * sp.eye(n)
     lam = _min_eig(shifted, 100, 1e-10) * (2 - 1e-3)  # it returns λ_min / ‖S‖_max
     assert lam == pytest.approx(exact - 1e-3, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- against references
+def _csr(form):
+    import scipy.sparse as sp
+    from dolfinx import fem
+    from dolfinx.fem import petsc as fem_petsc
+
+    A = fem_petsc.assemble_matrix(fem.form(form))
+    A.assemble()
+    indptr, indices, data = A.getValuesCSR()
+    S = sp.csr_matrix((data, indices, indptr), shape=A.getSize())
+    A.destroy()
+    return S
+
+
+def test_certificate_reports_each_terms_own_matrix_numbers():
+    import scipy.linalg as la
+    import ufl
+    from dolfinx import fem
+
+    from hybrid.fem.analysis import affine_decomposition, coercivity_certificate
+
+    msh, V = _space(5)
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    mu = hm.Parameters(msh, ["k", "m", "b"])
+    beta = ufl.as_vector([1.0, 0.5])
+    F = (mu[0] * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx + mu[1] * u * v * ufl.dx
+         + mu[2] * ufl.dot(beta, ufl.grad(u)) * v * ufl.dx - v * ufl.dx)
+    d = affine_decomposition(F, u, mu)
+    box = ([0.5, 0.25, 0.1], [1.0, 1.0, 2.0])
+    cert = coercivity_certificate(d, box)
+    assert len(cert.min_eigenvalue) == len(d.a) == 3
+    expected = []
+    for q, term in enumerate(d.a):                 # each a_q assembled on its own
+        S = _csr(term.form)
+        scale = abs(S).max()
+        asym = abs(S - S.T).max() / scale
+        lam = la.eigvalsh((0.5 * (S + S.T)).toarray())[0] / scale
+        assert cert.asymmetry[q] == pytest.approx(asym, abs=1e-14), q
+        assert cert.min_eigenvalue[q] == pytest.approx(lam, abs=1e-12), q
+        assert cert.theta_lower[q] == th.interval(term.theta, *box)[0]
+        if asym > 1e-10:
+            expected.append(f"a_{q} is not symmetric")
+        if lam < -1e-10:
+            expected.append(f"a_{q} is not positive semi-definite")
+    kinds = {th.dumps(t.theta): q for q, t in enumerate(d.a)}
+    assert cert.min_eigenvalue[kinds['{"mu":1}']] > 1e-3          # the mass matrix: SPD
+    assert abs(cert.min_eigenvalue[kinds['{"mu":0}']]) < 1e-12    # stiffness: constants
+    b = kinds['{"mu":2}']                       # convection: not symmetric, indefinite part
+    assert expected == [f"a_{b} is not symmetric", f"a_{b} is not positive semi-definite"]
+    assert not cert.ok and [r.split(" (")[0] for r in cert.reasons] == expected
+
+
+def test_certificate_refuses_what_is_not_linear_and_affine():
+    from hybrid.fem.analysis import AffineDecomposition, CoercivityCertificate
+    from hybrid.fem.analysis import coercivity_certificate as cc
+
+    msh, _ = _space(4)
+    pb, ctx = _model("thermal_block", msh, {"blocks": 2})
+    from hybrid.fem.analysis import affine_decomposition
+
+    d = affine_decomposition(pb.F, pb.u, ctx.mu)
+    box = ([0.1] * 4, [1.0] * 4)
+    no = CoercivityCertificate(False, ["not a linear affine problem"], [], [], [])
+    for bad in (AffineDecomposition(False, "x", d.terms, True, d.a, d.f),
+                AffineDecomposition(True, "", d.terms, False, d.a, d.f),
+                AffineDecomposition(True, "", d.terms, True, [], d.f)):
+        assert cc(bad, box) == no
+    assert cc(d, box).ok
+
+
+def test_min_eig_dense_gershgorin_and_lanczos_against_exact_eigenvalues():
+    import scipy.sparse as sp
+
+    from hybrid.fem.analysis import _min_eig
+
+    def tri(n, diag):
+        return sp.diags([-1.0, diag, -1.0], [-1, 0, 1], shape=(n, n)).tocsr()
+
+    n = 60
+    lam1 = 2 * np.cos(np.pi / (n + 1))            # eigenvalues of tri(n, d): d - 2cos(kπ/(n+1))
+    # dense up to max_dense rows inclusive: exact λ_min / ‖S‖_max
+    assert _min_eig(tri(n, 2.0), n, 1e-10) == pytest.approx((2 - lam1) / 2, rel=1e-9)
+    assert _min_eig(tri(n, -3.0), n, 1e-10) == pytest.approx((-3 - lam1) / 3, rel=1e-12)
+    # beyond: the Gershgorin bound min_i(s_ii − Σ_j≠i |s_ij|) / ‖S‖_max when it is ≥ −tol
+    assert _min_eig(tri(n, 3.0), n - 1, 1e-10) == pytest.approx((3 - 2) / 3, rel=1e-15)
+    assert _min_eig(tri(n, 2.0), n - 1, 1e-10) == 0.0
+    # otherwise Lanczos: the exact λ_min
+    assert _min_eig(tri(n, 1.0), n - 1, 1e-10) == pytest.approx((1 - lam1) / 1, rel=1e-8)
+
+
+def test_scale_out_and_monomials_are_the_algebra_they_name():
+    from hybrid.fem.analysis import _monomial, _scale_out
+
+    U, W = {"mu": 0}, {"mu": 1}
+    assert _scale_out(3.0) == (3.0, 1.0)
+    assert _scale_out(U) == (1.0, U)
+    assert _scale_out({"neg": {"mul": [2.0, U]}}) == (-2.0, U)
+    assert _scale_out({"neg": U}) == (-1.0, U)
+    assert _scale_out({"mul": [2.0, 3.0]}) == (6.0, 1.0)
+    assert _scale_out({"mul": [2.0, U]}) == (2.0, U)
+    assert _scale_out({"mul": [-2.0, U, {"neg": W}, 0.5]}) == (1.0, th.canonical({"mul": [U, W]}))
+    assert _monomial({}, [U]) == 1.0
+    assert _monomial({0: 0}, [U]) == 1.0
+    assert _monomial({0: 1}, [U, W]) == U
+    assert _monomial({1: 2}, [U, W]) == {"pow": [W, 2.0]}
+    assert _monomial({0: 3, 1: 1}, [U, W]) == {"mul": [{"pow": [U, 3.0]}, W]}
+
+
+def test_a_parameter_in_a_polynomial_is_expanded_by_taylor_up_to_max_degree():
+    import ufl
+    from dolfinx import fem
+
+    from hybrid.fem.analysis import affine_decomposition
+
+    msh, V = _space(5)
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    mu = hm.Parameters(msh, ["a"])
+    x = ufl.SpatialCoordinate(msh)
+    # (1 + μ x)^3 = 1 + 3μx + 3μ²x² + μ³x³: the z^k coefficient is the k-th derivative / k!
+    F = (1 + mu[0] * x[0]) ** 3 * u * v * ufl.dx - v * ufl.dx
+    d = affine_decomposition(F, u, mu, max_degree=3)
+    assert d.affine, d.reason
+    assert sorted(th.dumps(t) for t in d.thetas) == sorted(
+        ["1.0", '{"mu":0}', '{"pow":[{"mu":0},2.0]}', '{"pow":[{"mu":0},3.0]}'])
+    assert _independent_reassembly(F, u, mu, d, 3) <= 1e-12
+    low = affine_decomposition(F, u, mu, max_degree=2)
+    assert not low.affine and "degree > 2" in low.reason
+
+
+def _abs_residual(n=4):
+    """F = |μ0| a(u, v): equal to μ0 a(u, v) on μ0 > 0 only."""
+    import ufl
+    from dolfinx import fem
+
+    msh, V = _space(n)
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    mu = hm.Parameters(msh, ["k", "c"])
+    a = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+    return abs(mu[0]) * a, u, mu, a
+
+
+def test_user_affine_results_carry_linearity_the_source_and_are_checked_on_the_box():
+    import ufl
+
+    from hybrid.fem.analysis import user_affine
+
+    F, u, mu, a = _abs_residual()
+    terms = [(mu[0], a)]
+    ok = user_affine(F, u, mu, terms)              # the default box [0.5, 2]²: |μ0| = μ0
+    assert ok.affine and ok.linear is True and ok.source == "user" and ok.error <= 1e-14
+    assert ok.thetas == [{"mu": 0}] and len(ok.a) == 1
+    neg = user_affine(F, u, mu, terms, ([-2.0, 0.0], [-1.0, 1.0]))
+    assert not neg.affine and neg.linear is True and neg.source == "user"
+    assert neg.error == pytest.approx(2.0, rel=1e-10)   # ‖(|μ| − μ) a‖ / ‖|μ| a‖ = 2
+    assert [t.theta for t in neg.terms] == [{"mu": 0}]  # the refused terms are kept
+    # error is the worst reassembly error of the seeded checks
+    from hybrid.fem.analysis import affine_decomposition, reassembly_error
+
+    wrong = [(mu[0] * mu[0], a)]
+    d = user_affine(F, u, mu, wrong)
+    assert not d.affine and d.error == reassembly_error(F, d.terms, u, mu, None, 3, 0)
+    d = user_affine(F, u, mu, wrong, seed=5, checks=1)
+    assert d.error == reassembly_error(F, d.terms, u, mu, None, 1, 5)
+    G = mu[0] * a + mu[1] * u * a.arguments()[0] * ufl.dx
+    e = affine_decomposition(G, u, mu)
+    assert e.affine and e.error == reassembly_error(G, e.terms, u, mu, None, 3, 0)
+    bad = user_affine(F, u, mu, [({"mu": 5}, a)])
+    assert (bad.affine, bad.linear, bad.source, bad.terms) == (False, True, "user", [])
+    assert bad.reason.startswith("affine term 0: θ: ") and "out of range for 2" in bad.reason
+    bad = user_affine(F, u, mu, [(mu[0], a), (1.0, mu[1] * a)])
+    assert (bad.affine, bad.linear, bad.source, bad.terms) == (False, True, "user", [])
+    assert bad.reason == "affine term 1: F_q must be a form free of the parameters"
+
+
+def test_reassembly_error_is_relative_seeded_on_the_box_and_restores_the_state():
+    from hybrid.fem.analysis import AffineTerm, reassembly_error
+
+    F, u, mu, a = _abs_residual()
+    _randomise(u, 7)
+    mu.assign([0.7, 0.3])
+    before, mu_before = u.x.array.copy(), mu.values_array().copy()
+    right = [AffineTerm({"mu": 0}, a)]
+    assert reassembly_error(F, right, u, mu) <= 1e-14
+    assert reassembly_error(F, right, u, mu, ([-2.0, 0.0], [-1.0, 1.0])) == pytest.approx(
+        2.0, rel=1e-10)
+    assert reassembly_error(F, [], u, mu) == 1.0         # nothing reassembled: all of F
+    # μ0² for |μ0|: the relative error is max |1 − μ0| over the seeded draws of μ0
+    wrong = [AffineTerm({"mul": [{"mu": 0}, {"mu": 0}]}, a)]
+    e5 = reassembly_error(F, wrong, u, mu, seed=5, checks=1)
+    m5 = np.random.default_rng(5).uniform(0.5, 2.0, size=2)
+    assert e5 == pytest.approx(abs(1 - m5[0]), rel=1e-10)
+    assert reassembly_error(F, wrong, u, mu, seed=5, checks=1) == e5
+    assert reassembly_error(F, wrong, u, mu, seed=6, checks=1) != e5
+    np.testing.assert_array_equal(u.x.array, before)
+    np.testing.assert_array_equal(mu.values_array(), mu_before)
+
+
+def test_random_parameters_fill_the_box_or_the_default_one():
+    from types import SimpleNamespace
+
+    from hybrid.fem.analysis import _random_mu
+
+    three = SimpleNamespace(constants=[None] * 3)
+    rng = np.random.default_rng(0)
+    d = np.array([_random_mu(rng, three, None) for _ in range(3000)])
+    assert d.shape == (3000, 3)
+    assert d.min() >= 0.5 and d.max() <= 2.0 and d.min() < 0.505 and d.max() > 1.995
+    lo, hi = np.array([-3.0, 0.0, 10.0]), np.array([-1.0, 0.0, 20.0])
+    b = np.array([_random_mu(rng, three, (lo, hi)) for _ in range(3000)])
+    assert np.all(b >= lo) and np.all(b <= hi)
+    width = hi - lo
+    assert np.all(b.min(axis=0) - lo <= 0.01 * width) and np.all(hi - b.max(axis=0) <= 0.01 * width)
+    assert np.all(np.abs(b.mean(axis=0) - (lo + hi) / 2) <= 0.03 * width)
+
+
+def test_the_certificate_is_computed_only_for_a_coercive_linear_affine_problem_on_a_box():
+    import ufl
+
+    from hybrid.fem.analysis import analyse
+
+    msh, _ = _space(4)
+    pb, ctx = _model("thermal_block", msh, {"blocks": 2})
+    box = ([0.1] * 4, [1.0] * 4)
+    assert pb.coercive
+    a = analyse(pb, ctx.mu, box)
+    assert a.certificate is not None and a.certificate.ok and a.linear is True
+    assert analyse(pb, ctx.mu).certificate is None          # no box
+    pb.coercive = False
+    assert analyse(pb, ctx.mu, box).certificate is None     # no promise
+    pb.coercive = True
+    F0, v = pb.F, pb.F.arguments()[0]
+    x = ufl.SpatialCoordinate(msh)
+    g = ufl.exp(-((x[0] - ctx.mu[0]) ** 2) / 0.02)
+    pb.F = F0 - g * v * ufl.dx                              # linear, not affine
+    b = analyse(pb, ctx.mu, box)
+    assert not b.affine.affine and b.linear is True and b.certificate is None
+    # user terms are checked on the box: |μ0| a = μ0 a for μ0 > 0 only
+    lap = ufl.inner(ufl.grad(pb.u), ufl.grad(v)) * ufl.dx
+    pb.F, pb.affine = abs(ctx.mu[0]) * lap, [(ctx.mu[0], lap)]
+    assert analyse(pb, ctx.mu, box).affine.affine
+    assert not analyse(pb, ctx.mu, ([-1.0] + [0.1] * 3, [-0.1] + [1.0] * 3)).affine.affine
+    pb.F = F0
+    pb.affine = [(ctx.mu[0], lap)]                           # not F
+    c = analyse(pb, ctx.mu, box)
+    assert not c.affine.affine and c.linear is True and c.certificate is None
+
+
+def test_derivative_helpers_take_the_direction_and_values_they_are_given():
+    import ufl
+    from dolfinx import fem
+
+    from hybrid.fem.analysis import assemble_into, at_zero, jacobian, parameter_derivative
+
+    msh, V = _space(4)
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    f = fem.Constant(msh, 0.5)
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) + u ** 3 * v - f * v) * ufl.dx
+    _randomise(u, 1)
+    w = fem.Function(V)
+    _randomise(w, 2)
+    J = jacobian(F, u, w)                          # the directional derivative dF[u] w
+    expected = (ufl.inner(ufl.grad(w), ufl.grad(v)) + 3 * u ** 2 * w * v) * ufl.dx
+    assert len(J.arguments()) == 1
+    np.testing.assert_allclose(_assemble(J).array, _assemble(expected).array, rtol=1e-12,
+                               atol=1e-14)
+    assert len(jacobian(F, u).arguments()) == 2
+    zero = _assemble(at_zero(F, u)).array          # F at u = 0: −f v
+    np.testing.assert_allclose(zero, _assemble(-f * v * ufl.dx).array, rtol=1e-14)
+    b = _assemble(v * ufl.dx)
+    b.set(5.0)                                     # stale values are overwritten, not added
+    assemble_into(fem.form(u * v * ufl.dx), b)
+    np.testing.assert_allclose(b.array, _assemble(u * v * ufl.dx).array, rtol=1e-14)
+    vec = fem.Constant(msh, np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="^parameter_derivative needs a scalar Constant$"):
+        parameter_derivative(F, vec)
+
+
+def test_theta_of_an_expression_reads_parameters_and_refuses_other_constants():
+    import ufl
+    from dolfinx import fem
+
+    from hybrid.fem.analysis import expr_to_theta
+
+    msh, _ = _space(2)
+    mu = hm.Parameters(msh, ["a", "b"])
+    assert expr_to_theta(ufl.real(mu[1]), mu) == {"mu": 1}
+    assert expr_to_theta(ufl.conj(mu[0]) * 2, mu) == th.canonical({"mul": [2.0, {"mu": 0}]})
+    assert expr_to_theta(ufl.as_ufl(0.0), mu) == 0.0
+    assert expr_to_theta(ufl.as_ufl(2.5), mu) == 2.5
+    other = fem.Constant(msh, 1.0)
+    with pytest.raises(ValueError,
+                       match="^a Constant that is not a parameter is part of θ$"):
+        expr_to_theta(mu[0] * other, mu)
+
+
+def test_a_sum_inside_one_integral_is_split_and_named_in_refusals():
+    import ufl
+    from dolfinx import fem
+
+    from hybrid.fem.analysis import affine_decomposition
+
+    msh, V = _space(4)
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    mu = hm.Parameters(msh, ["a", "b"])
+    x = ufl.SpatialCoordinate(msh)
+    F = (mu[0] * u * v + x[0] * u * v + mu[1] * ufl.inner(ufl.grad(u), ufl.grad(v))) * ufl.dx
+    d = affine_decomposition(F, u, mu)
+    assert d.affine, d.reason
+    assert sorted(th.dumps(t) for t in d.thetas) == ["1.0", '{"mu":0}', '{"mu":1}']
+    assert _independent_reassembly(F, u, mu, d, 4) <= 1e-12
+    g = ufl.exp(-((x[0] - mu[0]) ** 2 + (x[1] - mu[1]) ** 2))
+    bad = affine_decomposition(F - g * v * ufl.dx, u, mu)
+    assert not bad.affine
+    factors = bad.reason.rsplit("θ factors ", 1)[1].split(", ")
+    assert sorted(factors) == sorted(th.dumps({"mul": [-1.0, {"mu": q}]}) for q in (0, 1))

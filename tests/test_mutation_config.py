@@ -6,6 +6,8 @@ import importlib.util
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = tomllib.loads((ROOT / "tests" / "mutation.toml").read_text())
 CORE = {"store", "case", "parameters", "pod", "reductor", "artifact", "posterior", "mcmc",
@@ -49,3 +51,22 @@ def test_changed_lines_reads_the_mutant_side_of_a_diff():
     assert driver().changed_lines(diff) == "return x <= 1"
     two = diff + "-    y = 2\n+    y = 3\n"
     assert driver().changed_lines(two) == "return x <= 1 | y = 3"
+
+
+def test_a_sample_names_functions_as_mutmut_does_and_is_deterministic(tmp_path):
+    d = driver()
+    src = tmp_path / "m.py"
+    src.write_text("def a():\n    pass\n\n\nclass C:\n    def __init__(self):\n        pass\n\n"
+                   "    def m(self):\n        def inner():\n            pass\n\n\ndef b():\n"
+                   "    pass\n")
+    funcs = d.functions_of(src)
+    assert funcs == ["a", "C.__init__", "C.m", "b"]           # source order, no nested ones
+    assert d.mangled("hybrid.core.theta", "a") == "hybrid.core.theta.x_a"
+    assert d.mangled("hybrid.core.theta", "C.__init__") == "hybrid.core.theta.xǁCǁ__init__"
+    assert d.choose_functions(funcs, None, 2, 0) == ["a", "C.m"]
+    assert d.choose_functions(funcs, None, 2, 1) == ["C.__init__", "b"]
+    assert d.choose_functions(funcs, ["C.*"], None) == ["C.__init__", "C.m"]
+    assert d.choose_functions(funcs, None, None) == funcs
+    for bad in ((funcs, ["zz"], None), (funcs, None, 0), (funcs, None, 2, 2)):
+        with pytest.raises(SystemExit):
+            d.choose_functions(*bad)

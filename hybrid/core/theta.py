@@ -165,17 +165,20 @@ def evaluate(tree: Tree, mu) -> Any:
     """θ(μ) for μ of shape (P,) or (S, P): a float array of shape () or (S,).
 
     A torch tensor μ (shape (..., P)) gives a tensor of shape (...), differentiable by
-    autograd. The tree is validated first.
+    autograd (an integer tensor is read as float64, like an array). The tree is validated
+    first.
     """
     tree = validate(tree)
     if _is_torch(mu):
         import torch
 
+        if not mu.is_floating_point():  # integer μ: real arithmetic, as for an array
+            mu = mu.to(torch.float64)
         ops = _torch_ops(torch)
         out = _eval(tree, mu, ops)
         if not torch.is_tensor(out):
             out = torch.as_tensor(out, dtype=mu.dtype, device=mu.device)
-        return out.expand(mu.shape[:-1]).clone() if out.dim() == 0 else out
+        return out.expand(mu.shape[:-1]).clone()  # a new tensor, never a view of μ
     mu = np.asarray(mu, dtype=float)
     if mu.ndim not in (1, 2):
         raise ThetaError(f"θ: μ must have shape (P,) or (S, P), got {mu.shape}")
@@ -258,7 +261,7 @@ def interval(tree: Tree, lower: Sequence[float], upper: Sequence[float]) -> tupl
     tree = validate(tree)
     lo = np.asarray(lower, dtype=float)
     hi = np.asarray(upper, dtype=float)
-    if lo.shape != hi.shape or lo.ndim != 1 or np.any(lo > hi):
+    if lo.shape != hi.shape or lo.ndim != 1 or not np.all(lo <= hi):  # NaN bounds too
         raise ThetaError(f"θ: bad box lower={lo.tolist()} upper={hi.tolist()}")
     with np.errstate(all="ignore"):
         return _ival(tree, lo, hi)
@@ -285,6 +288,14 @@ def _up(x: float, ulps: int = 1) -> float:
     return x
 
 
+def _exp(x: float) -> float:
+    """math.exp, inf where the result overflows (x > 709.78...)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _out(a: float, b: float, ulps: int = 1) -> tuple[float, float]:
     if math.isnan(a) or math.isnan(b):
         return _NAN
@@ -308,11 +319,11 @@ def _ipow_int(x: tuple, n: int) -> tuple[float, float]:
     pa, pb = float(np.float64(a) ** n), float(np.float64(b) ** n)
     if n % 2 == 1:
         return _out(pa, pb, 2)
-    if a >= 0:
+    if a > 0:
         return _out(pa, pb, 2)
-    if b <= 0:
+    if b < 0:
         return _out(pb, pa, 2)
-    return 0.0, _up(max(pa, pb), 2)
+    return 0.0, _up(max(pa, pb), 2)  # 0 in [a, b]: the minimum 0 ** n = 0 is exact
 
 
 def _div(x: tuple, y: tuple) -> tuple[float, float]:
@@ -338,8 +349,7 @@ def _ival(t: Tree, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
         if math.isnan(a) or math.isnan(b):
             return _NAN
         if op == "exp":
-            return max(0.0, _down(math.exp(a) if a < 709 else math.inf, 2)), _up(
-                math.exp(b) if b < 709 else math.inf, 2)
+            return max(0.0, _down(_exp(a), 2)), _up(_exp(b), 2)
         if op == "log":
             if a <= 0.0:
                 return _NAN
@@ -370,9 +380,7 @@ def _ival(t: Tree, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
     # a ** y = exp(y log a) on a positive base; monotone in each argument separately
     ln = _out(math.log(a), math.log(b) if b < math.inf else math.inf, 2)
     e = _mul(ln, (c, d))
-    lo_e = math.exp(e[0]) if e[0] < 709 else math.inf
-    hi_e = math.exp(e[1]) if e[1] < 709 else math.inf
-    return max(0.0, _down(lo_e, 2)), _up(hi_e, 2)
+    return max(0.0, _down(_exp(e[0]), 2)), _up(_exp(e[1]), 2)
 
 
 # ---------------------------------------------------------------------------- coefficients
