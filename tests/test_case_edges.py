@@ -161,3 +161,37 @@ def test_load_case_read_errors(tmp_path):
     bad.write_bytes(b"name = '\xe9'\n")
     with pytest.raises(CaseError, match=r"latin1\.toml: cannot read case file: .*utf-8"):
         load_case(bad)
+
+
+def test_a_registered_spec_gets_its_settings_and_refuses_unknown_keys(toy, tmp_path):
+    path = tmp_path / "c.toml"
+    c = parse_case(toy_text(), path)
+    assert type(c.physics) is Toy
+    assert (c.physics.settings.model, c.physics.settings.degree) == ("toy", 1)
+    fp = c.fingerprint()   # a hand-written spec has no model file: no "model" key
+    assert "model" not in fp and fp["physics"] == {"model": "toy", "degree": 1}
+    bad = toy_text().replace('model = "toy"', 'model = "toy"\ncolour = 1')
+    assert err(bad, path) == f"{path}: physics.colour: unknown key"
+    bad = toy_text().replace('model = "toy"', 'model = "toy"\ndegree = "two"')
+    assert err(bad, path).startswith(f"{path}: physics.degree: ")
+
+
+def test_the_coupler_section_reaches_the_case(toy, tmp_path):
+    path = tmp_path / "c.toml"
+    c = parse_case(toy_text(extra='\n[coupler]\ntrust = "indicator"\ntol = 0.5\n'), path)
+    assert (c.coupler.trust, c.coupler.tol) == ("indicator", 0.5)
+    assert parse_case(toy_text(), path).coupler.trust == "bound"
+
+
+def test_a_bare_name_that_fails_to_load_reports_its_own_error(toy, tmp_path, monkeypatch):
+    """Only a bare name that is no built-in gets "unknown physics model"; an entry point that
+    fails to import keeps its own message."""
+    import hybrid.model
+    from hybrid.errors import ModelError
+
+    def broken(reference, case_dir):
+        raise ModelError(f"entry point {reference!r} of group hybrid.models: ImportError: x")
+
+    monkeypatch.setattr(hybrid.model, "load_model", broken)
+    with pytest.raises(ModelError, match="entry point 'shipped_model' of group"):
+        parse_case(toy_text(model="shipped_model"), tmp_path / "c.toml")
