@@ -1,6 +1,7 @@
 """The house's rules (docs/architecture.md), read from the source with ``ast``.
 
-- Arrows point one way: cli → workflows/serve → surrogate/inference/fem → core → model → errors.
+- Arrows point one way: cli → workflows/serve → surrogate/inference/fem → core → model → errors;
+  ``hybrid/baselines`` (comparisons such as the PINN) imports errors and core only.
 - Only ``hybrid/fem`` and the model API/library (``hybrid/model``) import dolfinx, ufl,
   petsc4py, basix or ffcx; only they and the MPI channel of ``hybrid/serve`` import mpi4py.
 - Command modules of ``hybrid/cli`` import :mod:`hybrid.cli.common`, never each other.
@@ -23,6 +24,7 @@ ALLOWED = {
     "fem": {"errors", "core", "model"},
     "surrogate": {"errors", "core"},
     "inference": {"errors", "core"},
+    "baselines": {"errors", "core"},   # the PINN baseline: torch, never the FEM stack
     "serve": {"errors", "core", "fem", "surrogate", "inference"},
     "workflows": {"errors", "core", "model", "fem", "surrogate", "inference"},
     "cli": {"errors", "core", "model", "fem", "surrogate", "inference", "serve", "workflows"},

@@ -1,0 +1,285 @@
+"""PINN baseline vs FEM on the seed's heat equation → JSON (not a timed test).
+
+    u_t = κ u_xx on [−1, 1] × [0, 1],  u(x, 0) = −sin(πx),  u(±1, t) = 0,
+    exact u = −sin(πx) exp(−κπ² t);  κ = 0.01, and the family κ ∈ [0.005, 0.05].
+
+Every method is measured the same way, against the exact solution on one uniform grid of
+1001 × 101 points in (x, t) (relative discrete L² error over the grid; the spacing 0.002 × 0.01
+sees the P1 interpolation error between FEM nodes, not only the nodal values):
+
+* PINNs (:mod:`hybrid.baselines.pinn`): the seed's set-up and the tuned one, for κ = 0.01 and
+  for the parametric family (κ a network input), plus ablations of the tuned ingredients;
+  wall time to train, wall time per query of the whole field (one forward pass on the grid,
+  best of several repeats) and of one value u(x, t) (one forward pass on one point).
+* The benchmark's own FEM reference loop (plain DOLFINx, written here; hybrid's transient
+  path is being built separately and will replace it): P1 on an interval mesh of 50 and 200
+  cells, Crank–Nicolson with dt = h/4 (so every grid time is a time step), M and K assembled
+  once, A = M + (dt/2) κ K and B = M − (dt/2) κ K formed per κ, LU (KSP preonly). Set-up time
+  (mesh, forms, assembly), and per query (one κ): forming A and B, the factorisation, the
+  time loop and the P1 interpolation onto the grid's x points.
+
+    python benchmarks/pinn_vs_fem.py --out benchmarks/results/pinn_vs_fem.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import timeit
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEST_KAPPAS = (0.005, 0.01, 0.02, 0.035, 0.05)
+
+
+# ----------------------------------------------------------------------------- FEM
+class HeatFEM:
+    """The benchmark's own P1 + Crank–Nicolson loop (serial DOLFINx, COMM_SELF)."""
+
+    def __init__(self, cells: int, dt: float):
+        import dolfinx_solver  # noqa: F401  (the wheel's MPI first)
+        import ufl
+        from dolfinx import fem, mesh
+        from dolfinx.fem.petsc import assemble_matrix
+        from mpi4py import MPI
+        from petsc4py import PETSc
+
+        self.PETSc = PETSc
+        self.dt = dt
+        msh = mesh.create_interval(MPI.COMM_SELF, cells, [-1.0, 1.0])
+        V = fem.functionspace(msh, ("Lagrange", 1))
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        dofs = fem.locate_dofs_geometrical(V, lambda x: np.isclose(np.abs(x[0]), 1.0))
+        bc = fem.dirichletbc(PETSc.ScalarType(0.0), dofs, V)
+        # boundary rows: M has 1 on the diagonal, K has 0, so A = M + cK and B = M − cK both
+        # keep u = 0 there (B u_n = u_n = 0 on the boundary)
+        self.M = assemble_matrix(fem.form(u * v * ufl.dx), bcs=[bc], diag=1.0)
+        self.K = assemble_matrix(fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx),
+                                 bcs=[bc], diag=0.0)
+        self.M.assemble()
+        self.K.assemble()
+        self.x = V.tabulate_dof_coordinates()[:, 0].copy()
+        self.order = np.argsort(self.x)
+        self.bc_dofs = dofs
+        self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
+        self.ksp.setType("preonly")
+        self.ksp.getPC().setType("lu")
+        self.u, self.b = self.M.createVecRight(), self.M.createVecRight()
+        self.n_dofs = self.x.size
+
+    def field(self, kappa: float, x_eval: np.ndarray, t_eval: np.ndarray) -> np.ndarray:
+        """u_h on the grid t_eval × x_eval (every t_eval must be a time step)."""
+        PETSc = self.PETSc
+        c = 0.5 * self.dt * kappa
+        A = self.M.copy()
+        A.axpy(c, self.K, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+        B = self.M.copy()
+        B.axpy(-c, self.K, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+        self.ksp.setOperators(A)
+        self.ksp.setUp()
+        u0 = -np.sin(np.pi * self.x)
+        u0[self.bc_dofs] = 0.0
+        self.u.array[:] = u0
+        steps = np.rint(t_eval / self.dt).astype(int)
+        if not np.allclose(steps * self.dt, t_eval, atol=1e-12):
+            raise ValueError("every evaluation time must be a time step")
+        out = np.empty((t_eval.size, x_eval.size))
+        xs = self.x[self.order]
+        n = 0
+        for i, s in enumerate(steps):
+            while n < s:
+                B.mult(self.u, self.b)
+                self.ksp.solve(self.b, self.u)
+                n += 1
+            out[i] = np.interp(x_eval, xs, self.u.array[self.order])
+        A.destroy()
+        B.destroy()
+        return out
+
+
+def bench_fem(cells: int, x, t, kappas, repeat: int) -> dict:
+    from hybrid.baselines.pinn import relative_l2_error
+
+    h = 2.0 / cells
+    dt = h / 4
+    t0 = time.perf_counter()
+    HeatFEM(cells, dt)            # the first build may compile the forms (FFCx JIT, cached)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fem = HeatFEM(cells, dt)
+    setup = time.perf_counter() - t0
+    errors = {str(k): relative_l2_error(fem.field(k, x, t), x, t, k) for k in kappas}
+    q = min(timeit.repeat(lambda: fem.field(0.01, x, t), number=1, repeat=repeat))
+    out = {"method": "FEM P1 + Crank-Nicolson (benchmark's own DOLFINx loop)", "cells": cells,
+           "n_dofs": fem.n_dofs, "h": h, "dt": dt, "steps": int(round(1.0 / dt)),
+           "setup_time_s": setup, "setup_time_first_s": first, "query_time_s": q,
+           "rel_l2_error": errors["0.01"], "rel_l2_error_by_kappa": errors}
+    print(f"  FEM {cells:4d} cells dt {dt:.4g}: error {errors['0.01']:.2e} (κ=0.01), "
+          f"max over κ {max(errors.values()):.2e}, query {q * 1e3:.2f} ms", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- PINN
+def bench_pinn(name: str, cfg, x, t, kappas, repeat: int) -> dict:
+    import torch
+
+    from hybrid.baselines.pinn import predict_field, relative_l2_error, train_pinn
+
+    res = train_pinn(cfg)
+    model = res.model
+    ks = kappas if cfg.parametric else (cfg.kappa,)
+    errors = {str(k): relative_l2_error(predict_field(model, x, t, k if cfg.parametric
+                                                      else None), x, t, k) for k in ks}
+
+    def query():
+        predict_field(model, x, t, 0.01 if cfg.parametric else None)
+        if res.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    query()
+    q = min(timeit.repeat(query, number=5, repeat=repeat)) / 5
+    p = next(model.parameters())
+    one = [torch.tensor([v], dtype=p.dtype, device=p.device) for v in (0.3, 0.7, 0.01)]
+
+    def point():             # u(x, t) at one point: what a PINN can answer without the field
+        with torch.no_grad():
+            model(one[0], one[1], one[2] if cfg.parametric else None)
+        if res.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    point()
+    q1 = min(timeit.repeat(point, number=200, repeat=repeat)) / 200
+    out = {"method": name, "config": cfg.to_dict(), "device": res.device,
+           "train_time_s": res.wall_time, "query_time_s": q, "point_query_time_s": q1,
+           "initial_loss": res.initial_loss, "final_loss": res.final_loss,
+           "final_loss_terms": res.final_terms,
+           "rel_l2_error": errors.get("0.01", errors.get(str(cfg.kappa))),
+           "rel_l2_error_by_kappa": errors,
+           "loss_history": res.history}
+    print(f"  {name:<34} train {res.wall_time:6.1f} s  error {out['rel_l2_error']:.2e} "
+          f"(max over κ {max(errors.values()):.2e})  query {q * 1e3:.2f} ms", flush=True)
+    return out
+
+
+def compare(results: dict) -> dict:
+    """Where each PINN stands against each FEM mesh: error and time ratios (measured)."""
+    out = {}
+    for pn, p in results["pinn"].items():
+        for fn, f in results["fem"].items():
+            ks = [k for k in p["rel_l2_error_by_kappa"] if k in f["rel_l2_error_by_kappa"]]
+            pe = max(p["rel_l2_error_by_kappa"][k] for k in ks)
+            fe = max(f["rel_l2_error_by_kappa"][k] for k in ks)
+            saved = f["query_time_s"] - p["query_time_s"]
+            out[f"{pn} vs {fn}"] = {
+                "max_error_pinn": pe, "max_error_fem": fe,
+                "error_ratio_pinn_over_fem": pe / fe,
+                "pinn_more_accurate": pe < fe,
+                "query_speedup_pinn": f["query_time_s"] / p["query_time_s"],
+                # one value u(x, t): the FEM still runs its time loop to t (here the whole one)
+                "point_query_speedup_pinn": f["query_time_s"] / p["point_query_time_s"],
+                "cost_to_first_answer_ratio": (p["train_time_s"] + p["query_time_s"])
+                / (f["setup_time_s"] + f["query_time_s"]),
+                "break_even_queries": (p["train_time_s"] - f["setup_time_s"]) / saved
+                if saved > 0 else None,
+            }
+    return out
+
+
+def markdown_table(doc: dict) -> str:
+    """The measured table (docs/baselines.md) from a result document."""
+    rows = ["| method | train / set-up (s) | query, whole field (ms) | one point (µs) "
+            "| rel. L² error κ = 0.01 | max rel. L² error over test κ |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name, f in doc["results"]["fem"].items():
+        rows.append(f"| {name} (dt = {f['dt']:g}) | {f['setup_time_s']:.3f} | "
+                    f"{f['query_time_s'] * 1e3:.2f} | — | {f['rel_l2_error']:.2e} | "
+                    f"{max(f['rel_l2_error_by_kappa'].values()):.2e} |")
+    for name, p in doc["results"]["pinn"].items():
+        errs = p["rel_l2_error_by_kappa"]
+        worst = f"{max(errs.values()):.2e}" if len(errs) > 1 else "—"
+        rows.append(f"| {name} | {p['train_time_s']:.1f} | {p['query_time_s'] * 1e3:.2f} | "
+                    f"{p['point_query_time_s'] * 1e6:.0f} | {p['rel_l2_error']:.2e} | {worst} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/pinn_vs_fem.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--cells", default="50,200")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="print the markdown table of an existing result file and exit")
+    args = ap.parse_args()
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
+
+    import torch
+
+    from hybrid.baselines.pinn import SEED, evaluation_grid, tuned_config
+    from hybrid.core.provenance import package_versions
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    x, t = evaluation_grid()
+    results: dict = {"fem": {}, "pinn": {}}
+    print("FEM reference loop", flush=True)
+    for cells in (int(c) for c in args.cells.split(",")):
+        results["fem"][f"fem_p1_cn_{cells}"] = bench_fem(cells, x, t, TEST_KAPPAS, args.repeat)
+    dev = {"device": args.device}
+    runs = {
+        "pinn_seed": replace(SEED, **dev),
+        "pinn_tuned": tuned_config(False, **dev),
+        "pinn_seed_parametric": replace(SEED, parametric=True, **dev),
+        "pinn_tuned_parametric": tuned_config(True, **dev),
+    }
+    if not args.no_ablation:   # what each tuned ingredient buys, fixed κ
+        runs |= {
+            "ablation_seed_plus_hard_constraint": replace(SEED, hard_constraint=True, **dev),
+            "ablation_seed_plus_lbfgs": replace(SEED, dtype="float64", lbfgs_iterations=1000,
+                                                **dev),
+            "ablation_tuned_soft_constraints": tuned_config(False, hard_constraint=False, **dev),
+            "ablation_tuned_no_lbfgs": tuned_config(False, lbfgs_iterations=0, **dev),
+        }
+    print("PINNs", flush=True)
+    for name, cfg in runs.items():
+        results["pinn"][name] = bench_pinn(name, cfg, x, t, TEST_KAPPAS, args.repeat)
+    main_runs = {k: v for k, v in results["pinn"].items() if not k.startswith("ablation")}
+    doc = {
+        "benchmark": "pinn_vs_fem",
+        "command": " ".join(sys.argv),
+        "problem": {"pde": "u_t = kappa u_xx", "domain": "[-1,1] x [0,1]",
+                    "initial": "-sin(pi x)", "boundary": "u(+-1,t) = 0",
+                    "exact": "-sin(pi x) exp(-kappa pi^2 t)", "kappa": 0.01,
+                    "kappa_range": [0.005, 0.05], "test_kappas": list(TEST_KAPPAS)},
+        "evaluation": {"grid": [int(x.size), int(t.size)],
+                       "error": "relative discrete L2 over the (x, t) grid vs exact",
+                       "query": "whole field on the grid: PINN forward pass / FEM time loop"},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "cuda": torch.cuda.is_available()},
+        "versions": package_versions(),
+        "settings": vars(args) | {"out": str(args.out)},
+        "results": results,
+        "comparison": compare({"fem": results["fem"], "pinn": main_runs}),
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    print(markdown_table(doc))
+    print(f"wrote {args.out} ({doc['wall_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
