@@ -195,3 +195,10 @@ def test_a_bare_name_that_fails_to_load_reports_its_own_error(toy, tmp_path, mon
     monkeypatch.setattr(hybrid.model, "load_model", broken)
     with pytest.raises(ModelError, match="entry point 'shipped_model' of group"):
         parse_case(toy_text(model="shipped_model"), tmp_path / "c.toml")
+
+
+def test_a_registered_spec_with_another_parameter_count_is_refused(toy, tmp_path):
+    path = tmp_path / "c.toml"
+    text = toy_text().replace("[outputs]", "c = { lower = 1.0, upper = 2.0 }\n\n[outputs]")
+    assert err(text, path) == (f"{path}: parameters: physics model 'toy' with these settings "
+                               "takes 2 parameters, the case declares 3")
