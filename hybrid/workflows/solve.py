@@ -21,8 +21,9 @@ from hybrid.core.case import Case
 def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
     """Solve ``case`` at ``mu`` on ``comm``; write ``out/solution.xdmf`` and ``out/solution.json``.
 
-    A transient case runs its time loop (see the module docstring). For degree > 1 the field is interpolated onto P1 for the XDMF file (the JSON holds the
-    QoIs of the exact solution).
+    A transient case runs its time loop (see the module docstring). For degree > 1 the
+    field is interpolated onto P1 for the XDMF file (the JSON holds the QoIs of the exact
+    solution).
     """
     from hybrid.fem import MPI
     from hybrid.fem.output import write_xdmf
