@@ -360,3 +360,62 @@ def test_stationary_case_has_no_time_keys(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "solution.json").read_text())
     assert "time" not in s and isinstance(s["qoi"]["mean"], float)
+
+
+def _block_problem(comm, cells=6):
+    from hybrid.core.case import parse_case
+    from hybrid.fem.model_problem import ModelProblem
+
+    text = (ROOT / "cases/heat_block.toml").read_text().replace("cells = 30", f"cells = {cells}")
+    return ModelProblem(parse_case(text, ROOT / "cases/heat_block.toml"), comm)
+
+
+def test_heat_block_superposition_and_steady_limit():
+    """u is linear in (source, u0) jointly: u(s, a) = u(s, 0) + u(0, a) at every output time;
+    backward Euler's fixed point is the steady thermal block with the same κ and s."""
+    from hybrid.core.case import parse_case
+    from hybrid.fem.model_problem import ModelProblem
+
+    comm = MPI.COMM_WORLD
+    p = _block_problem(comm)
+    assert p.stepper.scheme == "bdf2" and p.stepper.fixed_operator
+    kappa = np.linspace(0.2, 1.0, 9)
+    runs = [p.solve_transient(np.r_[kappa, s, a], keep_fields=True)
+            for s, a in [(3.0, 0.7), (3.0, 0.0), (0.0, 0.7)]]
+    assert all(r.ok and r.operator_setups == 2 for r in runs)
+    for f, f1, f2 in zip(runs[0].fields, runs[1].fields, runs[2].fields, strict=True):
+        np.testing.assert_allclose(f, f1 + f2, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(runs[0].qoi, runs[1].qoi + runs[2].qoi, atol=1e-12)
+    assert np.isclose(runs[2].qoi[0, 0], 0.7 * 4 / np.pi**2, rtol=5e-2)   # ∫ a sin sin
+    p.destroy()
+    # long backward-Euler run → steady state
+    text = (ROOT / "cases/heat_block.toml").read_text().replace("cells = 30", "cells = 6")
+    text = text.replace('"bdf2"', '"backward_euler"').replace("t_end = 0.2", "t_end = 40.0")
+    text = text.replace("dt = 0.01", "dt = 2.0")
+    p = ModelProblem(parse_case(text, ROOT / "cases/heat_block.toml"), comm)
+    r = p.solve_transient(np.r_[kappa, 3.0, 0.7], keep_fields=True)
+    steady = (ROOT / "cases/thermal_block.toml").read_text()
+    steady = steady.replace("cells = 60", "cells = 6").replace("source = 1.0", "source = 3.0")
+    q = ModelProblem(parse_case(steady, ROOT / "cases/thermal_block.toml"), comm)
+    assert q.solve(kappa).ok
+    ref = q.u.x.array[:q.V.dofmap.index_map.size_local]
+    assert np.max(np.abs(r.fields[-1] - ref)) <= 1e-8 * np.max(np.abs(ref))
+    p.destroy()
+    q.destroy()
+
+
+def test_gamg_hierarchy_set_up_once():
+    from petsc4py import PETSc
+
+    comm = MPI.COMM_WORLD
+    pb, mu, t, dt, exact = separable_problem(comm, 2)
+    PETSc.Log.begin()
+    ev = PETSc.Log.Event("PCSetUp")
+    ts = TransientSolver(pb, mu, t, dt, scheme="crank_nicolson", step=0.05,
+                         petsc_options={"ksp_type": "cg", "pc_type": "gamg",
+                                        "ksp_rtol": 1e-12})
+    before = ev.getPerfInfo()["count"]
+    res = ts.run([KAPPA])
+    assert res.ok and res.operator_setups == 1 and ev.getPerfInfo()["count"] - before == 1
+    assert res.iterations > res.steps          # an iterative solve, not preonly
+    ts.destroy()
