@@ -419,3 +419,13 @@ def test_gamg_hierarchy_set_up_once():
     assert res.ok and res.operator_setups == 1 and ev.getPerfInfo()["count"] - before == 1
     assert res.iterations > res.steps          # an iterative solve, not preonly
     ts.destroy()
+
+
+def test_fem_model_refuses_a_transient_case():
+    """Inference, the coupler and UM-Bridge build a FEMModel: refused in one line."""
+    from hybrid.core.case import load_case
+    from hybrid.errors import CaseError
+    from hybrid.fem.model import FEMModel
+
+    with pytest.raises(CaseError, match="transient cases are not supported yet"):
+        FEMModel(load_case(ROOT / "cases/heat_rod.toml"))
