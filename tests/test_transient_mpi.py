@@ -8,7 +8,13 @@ import pytest
 import hybrid.fem  # noqa: F401  (MPI ordering)
 from hybrid.fem import MPI
 
-from .test_transient import EXPECTED, rod, space_rates, time_rates
+from .test_transient import (
+    EXPECTED,
+    rod,
+    space_rates,
+    test_heat_block_superposition_and_steady_limit,
+    time_rates,
+)
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -29,3 +35,8 @@ def test_heat_rod_parallel():
     rel, rel_nodes, res = rod(MPI.COMM_WORLD)
     assert res.ok and res.operator_setups == 1
     assert rel_nodes <= 1e-5 and rel <= 1e-4, (rel, rel_nodes)
+
+
+def test_heat_block_parallel():
+    """The 2-D block model (blocks, μ-dependent initial state) on 2 ranks."""
+    test_heat_block_superposition_and_steady_limit()

@@ -80,8 +80,8 @@ class Heat(hm.Model):
         B = s.blocks
         V = fem.functionspace(msh, ("Lagrange", s.degree))
         xg = msh.geometry.x[:, :tdim]
-        lo = ctx.comm.allreduce(xg.min(axis=0), op=MPI.MIN)
-        hi = ctx.comm.allreduce(xg.max(axis=0), op=MPI.MAX)
+        lo = np.array([ctx.comm.allreduce(float(c), op=MPI.MIN) for c in xg.min(axis=0)])
+        hi = np.array([ctx.comm.allreduce(float(c), op=MPI.MAX) for c in xg.max(axis=0)])
         imap = msh.topology.index_map(tdim)
         cells = np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32)
         mid = (mesh.compute_midpoints(msh, tdim, cells)[:, :tdim] - lo) / (hi - lo)
