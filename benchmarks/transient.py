@@ -37,7 +37,7 @@ from dolfinx import fem  # noqa: E402
 from dolfinx.fem import petsc as fem_petsc  # noqa: E402
 from petsc4py import PETSc  # noqa: E402
 
-REPEATS = 3
+REPEATS = 7
 N_STEPS = 100
 
 
