@@ -3,14 +3,17 @@
 A case file is data (see docs/case-format.md)::
 
     [case]        name, description                            (optional)
-    [mesh]        type = "unit_square" (cells, cell_type) or "file" (file)
+    [mesh]        type = "unit_square" (cells, cell_type), "interval" (cells, interval = [x0, x1])
+                  or "file" (file)
     [physics]     model = a plug-in (a built-in name such as "thermal_block",
                   "models/my_pde.py:Class" next to the case, "pkg.mod:Class", an entry
                   point; see docs/models.md) and the model's settings
     [parameters.NAME]  lower, upper, log                       (one table per parameter, in order)
     [sampling]    method = "sobol" | "lhs" | "random", samples, seed
     [solver]      petsc = { ksp_type = ..., ... }              (PETSc options)
-    [outputs]     store, qoi
+    [outputs]     store, qoi, every                            (every: transient output stride)
+    [time]        scheme = "backward_euler" | "crank_nicolson" | "bdf2", t0, t_end, dt
+                  (transient models; docs/models.md)
     [observations] points = [[x, y], …], grid = n, averages = { name = [x0, y0, x1, y1] },
                   fluxes = { name = "x0" | ["x0", "y1", …] }   (boundary fluxes)
 
@@ -50,15 +53,21 @@ class CaseMeta(BaseModel):
 
 class MeshSection(BaseModel):
     model_config = _STRICT
-    type: Literal["unit_square", "unit_cube", "file"]
+    type: Literal["unit_square", "unit_cube", "interval", "file"]
     cells: int | None = Field(None, ge=1)
+    interval: list[float] | None = None
     cell_type: Literal["triangle", "quadrilateral", "tetrahedron", "hexahedron"] | None = None
     file: str | None = None
     gdim: int = Field(2, ge=1, le=3)
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.type in ("unit_square", "unit_cube") and self.cells is None:
+        if self.interval is not None:
+            if self.type != "interval":
+                raise ValueError("'interval' = [x0, x1] belongs to mesh type 'interval'")
+            if len(self.interval) != 2 or not self.interval[0] < self.interval[1]:
+                raise ValueError(f"interval must be [x0, x1] with x0 < x1, got {self.interval}")
+        if self.type in ("unit_square", "unit_cube", "interval") and self.cells is None:
             raise ValueError(f"mesh type {self.type!r} needs 'cells' (cells per side)")
         if self.type == "file" and not self.file:
             raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh path)")
@@ -107,6 +116,22 @@ class OutputsSection(BaseModel):
     model_config = _STRICT
     store: str | None = None
     qoi: list[str] = Field(default_factory=lambda: ["mean"])
+    every: int = Field(1, ge=1)
+
+
+class TimeSection(BaseModel):
+    """[time]: the time grid and scheme of a transient model (overrides ``Problem.time``).
+
+    ``scheme`` is applied by hybrid to the model's semi-discrete form m(∂u/∂t, v) + r(u; v, t)
+    (:mod:`hybrid.fem.transient`); ``t0``, ``t_end``, ``dt`` replace those of the model's
+    ``TimeGrid`` where given. (t_end − t0)/dt must be a whole number of steps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    scheme: Literal["backward_euler", "crank_nicolson", "bdf2"] | None = None
+    t0: float | None = Field(None, allow_inf_nan=False)
+    t_end: float | None = Field(None, allow_inf_nan=False)
+    dt: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class CouplerSection(BaseModel):
@@ -211,6 +236,7 @@ class CaseFile(BaseModel):
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     observations: ObservationsSection = Field(default_factory=ObservationsSection)
     coupler: CouplerSection = Field(default_factory=CouplerSection)
+    time: TimeSection | None = None
 
 
 @dataclass
@@ -230,6 +256,8 @@ class Case:
     qoi: list[str] = field(default_factory=list)
     observations: ObservationsSection = field(default_factory=ObservationsSection)
     coupler: CouplerSection = field(default_factory=CouplerSection)
+    time: TimeSection | None = None
+    every: int = 1
 
     def fingerprint(self) -> dict:
         """The parts of the case that make two stores' snapshots comparable.
@@ -239,7 +267,7 @@ class Case:
         trained on it and a data file belong to a case only when this agrees.
         """
         fp = {
-            "mesh": self.mesh.model_dump(),
+            "mesh": self.mesh.model_dump(exclude=None if self.mesh.interval else {"interval"}),
             "physics": self.physics.settings.model_dump(),
             "parameters": self.parameters.to_dict(),
             "qoi": self.qoi,
@@ -248,6 +276,8 @@ class Case:
         info = getattr(self.physics, "model_info", None)
         if info is not None:   # plug-ins: the model file's sha256
             fp["model"] = info
+        if self.time is not None:   # only transient cases: steady fingerprints unchanged
+            fp["time"] = self.time.model_dump()
         return fp
 
     def fingerprint_against(self, stored: dict | None) -> dict:
@@ -349,11 +379,17 @@ def parse_case(text: str, path: Path) -> Case:
         qoi=list(cf.outputs.qoi),
         observations=cf.observations,
         coupler=cf.coupler,
+        time=cf.time,
+        every=cf.outputs.every,
     )
     for key, problem in spec.check_consistency(case):
         raise CaseError(f"{path}: {key}: {problem}")
-    dim = 3 if case.mesh.type == "unit_cube" else (
-        case.mesh.gdim if case.mesh.type == "file" else 2)
+    dim = {"unit_cube": 3, "interval": 1}.get(
+        case.mesh.type, case.mesh.gdim if case.mesh.type == "file" else 2)
+    if case.mesh.type == "interval" and cf.observations.fluxes and \
+            (case.mesh.interval or [0.0, 1.0]) != [0.0, 1.0]:
+        raise CaseError(f"{path}: observations.fluxes: sides x0/x1 are x = 0 and x = 1; this "
+                        f"interval is {case.mesh.interval}")
     for fname, sides in cf.observations.fluxes.items():
         bad = [s for s in sides if SIDES.index(s) >= 2 * dim]
         if bad:

@@ -71,8 +71,8 @@ class Discretisation:
     def __init__(self, problem, mu, petsc_options: dict | None = None, name: str = "model",
                  warm_start: bool = False):
         if problem.time is not None or problem.u_prev is not None:
-            raise NotImplementedError("transient problems (Problem.time, u_prev) are not "
-                                      "solved yet; only steady residuals are")
+            raise ValueError("a transient Problem (Problem.time, u_prev) is stepped by "
+                             "hybrid.fem.transient.TransientSolver, not Discretisation")
         self.problem, self.mu, self.warm_start = problem, mu, warm_start
         self.u = problem.u
         self.J = jacobian(problem.F, self.u)

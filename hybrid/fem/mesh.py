@@ -1,4 +1,7 @@
-"""Meshes from the [mesh] section of a case: built-in unit square/cube or a gmsh file."""
+"""Meshes from the [mesh] section of a case: unit square/cube, interval, or a gmsh file.
+
+``type = "interval"`` with ``cells`` and ``interval = [x0, x1]`` (default [0, 1]) is a 1-D mesh.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ def build_mesh(section: MeshSection, comm: MPI.Intracomm, mesh_file=None) -> dme
     if section.type == "unit_square":
         cell = _CELLS[section.cell_type or "triangle"]
         return dmesh.create_unit_square(comm, section.cells, section.cells, cell_type=cell)
+    if section.type == "interval":
+        x0, x1 = section.interval or (0.0, 1.0)
+        return dmesh.create_interval(comm, section.cells, [x0, x1])
     if section.type == "unit_cube":
         cell = _CELLS[section.cell_type or "tetrahedron"]
         n = section.cells

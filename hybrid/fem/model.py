@@ -44,6 +44,13 @@ class FEMModel:
         self.case = case
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.problem = create_problem(case, self.comm)
+        if getattr(self.problem, "transient", False):   # every rank: one line, no hang
+            from hybrid.errors import CaseError
+
+            self.problem.destroy()
+            raise CaseError(f"{case.path}: time: inference and serving of transient cases are "
+                            "not supported yet (observations over time); solve one μ with "
+                            "`hybrid solve`")
         self.n_solves = 0
         self.time = 0.0
         self.store = Path(store) if store is not None else None

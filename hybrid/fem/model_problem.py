@@ -84,9 +84,35 @@ class ModelProblem:
                                  "(the store holds QoIs as rows l, q(u) = l·u)")
             self._qoi_forms[name] = fem.form(q)
             self._qoi_rows[name] = fem.form(dq)
-        self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
-                                   name=f"model_{spec.name}")
-        self.linear = self.disc.linear
+        self.transient = self.pb.time is not None
+        self.stepper = None
+        if self.transient:
+            from hybrid.fem.transient import DEFAULT_SCHEME, TransientSolver
+
+            tm = case.time
+            pick = (lambda k: getattr(tm, k) if tm is not None else None)  # noqa: E731
+            try:
+                self.stepper = TransientSolver(
+                    self.pb, self.mu, self.ctx.t, self.ctx.dt,
+                    scheme=pick("scheme") or DEFAULT_SCHEME, t0=pick("t0"),
+                    t_end=pick("t_end"), step=pick("dt"), qoi=self._qoi_forms,
+                    petsc_options=dict(case.petsc_options), every=case.every,
+                    name=f"model_{spec.name}")
+            except ValueError as exc:
+                from hybrid.errors import CaseError
+
+                raise CaseError(f"{case.path}: time: {exc}") from None
+            self.disc = None
+            self.linear = self.stepper.linear
+        else:
+            if case.time is not None:
+                from hybrid.errors import CaseError
+
+                raise CaseError(f"{case.path}: time: model {spec.name!r} is steady (its "
+                                "Problem has no time grid); remove the [time] table")
+            self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
+                                       name=f"model_{spec.name}")
+            self.linear = self.disc.linear
         self._ordering: StoreOrdering | None = None
         self._qoi = None
         self._obs = None
@@ -110,8 +136,24 @@ class ModelProblem:
         return {"family": "Lagrange", "degree": int(self.V.ufl_element().embedded_superdegree)}
 
     def solve(self, mu: np.ndarray) -> SolveResult:
-        """Solve at μ into ``self.u`` (KSP or SNES; a failed solve is a result)."""
+        """Solve at μ into ``self.u`` (KSP or SNES; a failed solve is a result).
+
+        A transient problem runs its time loop; ``self.u`` is then the last step.
+        """
+        if self.transient:
+            return self.solve_transient(mu).as_solve_result()
         return self.disc.solve(np.asarray(mu, dtype=float))
+
+    def solve_transient(self, mu: np.ndarray, on_output=None, keep_fields: bool = False):
+        """The time loop at μ: a :class:`hybrid.fem.transient.TransientResult` (collective).
+
+        Its ``qoi`` rows are the case's QoIs at ``times``; ``on_output(t, u)`` is called at
+        each output time; ``keep_fields`` keeps the owned DOF values per output time (DOLFINx
+        ordering; :attr:`ordering` gathers them into store ordering).
+        """
+        if not self.transient:
+            raise ValueError("solve_transient needs a transient problem (Problem.time)")
+        return self.stepper.run(np.asarray(mu, dtype=float), on_output, keep_fields)
 
     def qoi_vectors(self) -> dict[str, np.ndarray]:
         """Owned parts of the QoI rows l = ∂q/∂u (q(u) = l·u), one per case QoI."""
@@ -513,7 +555,10 @@ class ModelProblem:
         return self.residual_indicator(inner_product)(mu, owned)
 
     def destroy(self) -> None:
-        self.disc.destroy()
+        if self.disc is not None:
+            self.disc.destroy()
+        if self.stepper is not None:
+            self.stepper.destroy()
         if self._tl is not None:
             self._tl.destroy()
             self._tl = None

@@ -21,3 +21,34 @@ def write_xdmf(problem, path: Path) -> Path:
         f.write_mesh(problem.mesh)
         f.write_function(u)
     return Path(path)
+
+
+class XDMFSeries:
+    """A time series of ``problem``'s field in one XDMF file (one step per call); collective.
+
+    ``series(t, u)`` writes u at time t (P1-interpolated for degree > 1), the mesh once.
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, problem, path: Path):
+        self.path = Path(path)
+        self._file = io.XDMFFile(problem.mesh.comm, str(self.path), "w")
+        self._file.write_mesh(problem.mesh)
+        self._p1 = None
+        if problem.V.ufl_element().embedded_superdegree > 1:
+            self._p1 = fem.Function(fem.functionspace(problem.mesh, ("Lagrange", 1)), name="u")
+
+    def __call__(self, t: float, u: fem.Function) -> None:
+        if self._p1 is not None:
+            self._p1.interpolate(u)
+            u = self._p1
+        self._file.write_function(u, float(t))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

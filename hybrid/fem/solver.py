@@ -71,6 +71,7 @@ class LinearSolver:
                 f"solver.petsc: PETSc refused these options (error {exc.ierr}: an unknown "
                 f"type or a bad value among {bad})") from None
         self.ksp.setOperators(self.A)
+        self.operator_assemblies = 0
 
     def _forget_options(self) -> list[str]:
         """Delete this solver's options from PETSc's database; return those never used."""
@@ -83,9 +84,23 @@ class LinearSolver:
 
     def solve(self, u: fem.Function) -> SolveResult:
         """Assemble A and b with the current coefficients and solve into ``u``."""
+        self.assemble_operator()
+        return self.solve_rhs(u)
+
+    def assemble_operator(self) -> None:
+        """Assemble A with the current coefficients (the next solve sets the PC up again).
+
+        Counted in ``operator_assemblies``: a time loop whose operator does not change
+        calls this once per sample, and every later :meth:`solve_rhs` reuses the
+        factorisation (or the multigrid hierarchy) of this A. Collective.
+        """
         self.A.zeroEntries()
         fem_petsc.assemble_matrix(self.A, self.a, bcs=self.bcs)
         self.A.assemble()
+        self.operator_assemblies += 1
+
+    def solve_rhs(self, u: fem.Function) -> SolveResult:
+        """Assemble b = L with the current coefficients and solve A u = b with the last A."""
         with self.b.localForm() as bl:
             bl.set(0.0)
         fem_petsc.assemble_vector(self.b, self.L)

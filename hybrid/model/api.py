@@ -8,7 +8,7 @@ from F (linearity, ∂F/∂μ, affine terms: :mod:`hybrid.fem.analysis`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,7 +24,10 @@ class Settings(BaseModel):
 
 @dataclass(frozen=True)
 class TimeGrid:
-    """Time grid t0 < t0 + dt < … ≤ t_end of a transient problem (placeholder for now)."""
+    """Fixed-step time grid t_n = t0 + n·dt, n = 0 … N, N·dt = t_end − t0, of a transient problem.
+
+    The model's default; a case's ``[time]`` table replaces any of t0, t_end, dt.
+    """
 
     t0: float
     t_end: float
@@ -37,8 +40,13 @@ class Problem:
 
     Attributes:
         u: the unknown, a ``fem.Function`` (also the Newton initial guess for a nonlinear F).
-        F: the residual form F(u; v) with the test function v and the unknown u
-            (for a transient problem, the residual of one time step).
+        F: the residual form F(u; v) with the test function v and the unknown u.
+            For a transient problem (``time`` given) it is the *spatial* residual r(u; v, t)
+            of the semi-discrete equation m(∂u/∂t, v) + r(u; v, t) = 0, written with
+            ``ctx.t`` where it depends on time; hybrid applies the case's time scheme
+            (backward Euler, Crank–Nicolson, BDF2: :mod:`hybrid.fem.transient`). Only if
+            ``u_prev`` is given is F the step residual the author discretised in time
+            (with ``ctx.dt`` and ``u_prev``), and hybrid just steps it.
         bcs: Dirichlet conditions, independent of μ.
         qoi: quantity of interest name → scalar form (a functional of u).
         affine: optional explicit affine terms [(θ_q(μ) as a UFL expression of ctx.mu, F_q)],
@@ -46,8 +54,14 @@ class Problem:
         coercive: the author's promise that the problem is coercive; checked where it can be.
         inner_product: a bilinear form X(u, v) for POD and Riesz maps (default: H¹ or L²).
         solver: default PETSc options (the case's [solver.petsc] overrides them).
-        u_prev, initial, time: transient problems (previous step, initial value, time grid);
-            placeholders, not yet used by the discretisation.
+        time: a :class:`TimeGrid`: the problem is transient (hybrid sets ``ctx.t`` to
+            t_{n+1} before each step and ``ctx.dt`` to the step).
+        initial: u(x, 0; μ): a number, a UFL expression (of ``ufl.SpatialCoordinate`` and
+            ``ctx.mu``: μ-dependent initial states) or a callable x ↦ values (x of shape
+            (3, n)); default 0. Interpolated into the space of u before each time loop.
+        mass: the mass form m(u, v) of m(∂u/∂t, v), linear in u (default ∫ u v dx).
+        u_prev: only for a step residual written by the author: the previous step's
+            Function, which hybrid updates after every step (then ``mass`` is not used).
     """
 
     u: Any
@@ -59,8 +73,9 @@ class Problem:
     inner_product: Any = None
     solver: dict = field(default_factory=dict)
     u_prev: Any = None
-    initial: float | Callable | None = None
+    initial: Any = None
     time: TimeGrid | None = None
+    mass: Any = None
 
 
 class Parameters(Mapping):
@@ -120,8 +135,8 @@ class Context:
     """What ``build`` receives.
 
     The mesh (already distributed), its communicator, the model's settings, the parameters
-    ``mu`` (scalar Constants), optional mesh tags, and for transient problems the time ``t``
-    and step ``dt`` (Constants; None for steady problems).
+    ``mu`` (scalar Constants), optional mesh tags, and the time ``t`` and step ``dt``
+    (scalar Constants, set by hybrid's time loop; unused by steady problems).
     """
 
     mesh: Any

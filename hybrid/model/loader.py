@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybrid.errors import ModelError
-from hybrid.model.api import Context, Model, Parameters, Problem, Settings
+from hybrid.model.api import Context, Model, Parameters, Problem, Settings, TimeGrid
 
 ENTRY_POINT_GROUP = "hybrid.models"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -129,8 +129,11 @@ class LoadedModel:
         Returns the Problem and the Context (whose ``mu`` holds the parameter Constants).
         """
         names = self.parameter_names(model, names)
+        from dolfinx import fem
+
         ctx = Context(mesh=mesh, comm=mesh.comm, settings=model.settings,
-                      mu=Parameters(mesh, names), tags=dict(tags or {}))
+                      mu=Parameters(mesh, names), tags=dict(tags or {}),
+                      t=fem.Constant(mesh, 0.0), dt=fem.Constant(mesh, 1.0))
         try:
             problem = model.build(ctx)
         except Exception as exc:
@@ -174,6 +177,18 @@ class LoadedModel:
         if sorted(problem.qoi) != sorted(expected):
             raise self._fail(f"{who}: Problem.qoi has {sorted(problem.qoi)}, qoi_names() says "
                              f"{sorted(expected)}")
+        if problem.time is not None and not isinstance(problem.time, TimeGrid):
+            raise self._fail(f"{who}: Problem.time must be a hybrid.model.TimeGrid, got "
+                             f"{type(problem.time).__name__}")
+        if problem.u_prev is not None and not isinstance(problem.u_prev, fem.Function):
+            raise self._fail(f"{who}: Problem.u_prev must be a fem.Function on the space of u")
+        if problem.mass is not None and (not isinstance(problem.mass, ufl.Form)
+                                         or problem.u not in problem.mass.coefficients()):
+            raise self._fail(f"{who}: Problem.mass must be a form m(u, v) in u and v")
+        if problem.time is None and (problem.u_prev is not None or problem.mass is not None
+                                     or problem.initial is not None):
+            raise self._fail(f"{who}: Problem.u_prev, mass and initial need Problem.time "
+                             "(a TimeGrid)")
         for name, form in problem.qoi.items():
             if not isinstance(form, ufl.Form) or form.arguments():
                 raise self._fail(f"{who}: QoI {name!r} must be a scalar form (no test or "

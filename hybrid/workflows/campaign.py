@@ -261,6 +261,16 @@ class _Progress:
             self.bar.close()
 
 
+def _refuse_transient(case: Case, transient: bool = False) -> None:
+    """CaseError (every rank) for a transient case: the store has no time axis yet."""
+    from hybrid.errors import CaseError
+
+    if transient or case.time is not None:
+        raise CaseError(f"{case.path}: time: campaigns of transient cases are not supported "
+                        "yet (the snapshot store has no time axis); solve one μ with "
+                        "`hybrid solve`")
+
+
 def _claim(claims: Path, index: int) -> bool:
     try:
         fd = os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -276,6 +286,9 @@ def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
     from hybrid.fem.versions import fem_versions
 
     problem = create_problem(case, group) if solve or write else None
+    if getattr(problem, "transient", False):   # a model with a time grid, no [time] table
+        problem.destroy()
+        _refuse_transient(case, transient=True)
     if write:
         static = problem.static_data()
         if group.rank == 0:
@@ -371,6 +384,7 @@ def run_campaign(
         )
     if n < 1:
         raise HybridError(f"--samples must be >= 1, got {n}")
+    _refuse_transient(case)
     if n > MAX_SAMPLES:
         raise HybridError(f"--samples {n} exceeds the limit of {MAX_SAMPLES:,} samples per "
                           "campaign store")

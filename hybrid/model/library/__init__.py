@@ -3,5 +3,6 @@
 BUILTIN = {
     "thermal_block": "hybrid.model.library.thermal_block:ThermalBlock",
     "gaussian_source": "hybrid.model.library.gaussian_source:GaussianSource",
+    "heat": "hybrid.model.library.heat:Heat",
     "nonlinear_diffusion": "hybrid.model.library.nonlinear_diffusion:NonlinearDiffusion",
 }
