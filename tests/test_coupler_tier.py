@@ -41,12 +41,13 @@ class State:
 
 
 class Comm:
-    """A communicator of ``size`` ranks seen from the root: bcast returns the root's object."""
+    """A communicator of ``size`` ranks seen from the root: bcast returns the root's object
+    (root 0 by default, as mpi4py's)."""
 
     def __init__(self, size):
         self.size, self.roots = size, []
 
-    def bcast(self, obj, root=None):
+    def bcast(self, obj, root=0):
         self.roots.append(root)
         return obj
 
@@ -243,6 +244,13 @@ def test_held_out_fields_are_broadcast_from_the_root_on_several_ranks(world):
     single = Comm(1)
     cp1, _, _ = make(world, holdout=3, comm=single)
     assert single.roots == [] and cp1.effectivity == cp.effectivity
+    # a FEM model need not have a communicator at all (serial plug-ins)
+    bfem, store, static, L = world
+    serial = IndicatorFEM(bfem, L, ("a", "b"))
+    del serial.comm
+    cp2 = Coupler(FieldSurrogate(bfem, L, ("a", "b"), meta(store)), serial, sigma=[1.0, 1.0],
+                  static=static, trust="indicator", holdout=3)
+    assert cp2.effectivity == cp.effectivity and len(serial.solved) == 3
 
 
 def test_set_up_errors(world):
