@@ -200,6 +200,8 @@ def test_held_out_validation_snapshots_come_from_the_coupler_store_or_the_surrog
         make(world, surrogate_meta={"pod": {"inner_product": "h1"}})     # no split recorded
     with pytest.raises(CouplerError, match="fewer than 3 validation"):   # nor a store path
         make(world, store=None, surrogate_meta={"store": {"validation_indices": VALID}})
+    with pytest.raises(CouplerError, match="fewer than 3 validation"):   # nor any store record
+        make(world, store=None, surrogate_meta={"pod": {"inner_product": "h1"}})
     assert SnapshotStore(store).static is not None
 
 
