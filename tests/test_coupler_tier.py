@@ -205,6 +205,12 @@ def test_held_out_validation_snapshots_come_from_the_coupler_store_or_the_surrog
     assert SnapshotStore(store).static is not None
 
 
+def test_without_a_recorded_store_the_working_directory_is_not_read(world, monkeypatch):
+    monkeypatch.chdir(world[1])   # a store in the working directory is not the surrogate's
+    with pytest.raises(CouplerError, match="fewer than 3 validation"):
+        make(world, store=None, surrogate_meta={"store": {"validation_indices": VALID}})
+
+
 def test_no_nonzero_held_out_error_is_refused(world):
     with pytest.raises(CouplerError, match=r"^the indicator's effectivity could not be "
                        r"measured \(no held-out snapshot with a nonzero surrogate error\)$"):

@@ -365,10 +365,10 @@ class Coupler:
         if self.holdout == "store":
             from hybrid.core.store import SnapshotStore
 
-            path = self.store if self.store is not None else \
-                Path(s.meta.get("store", {}).get("path", ""))
+            recorded = s.meta.get("store", {}).get("path")
+            path = self.store if self.store is not None else recorded
             vi = np.asarray(s.meta.get("store", {}).get("validation_indices", []), dtype=int)
-            if vi.size < 3 or not (Path(path) / "store.json").exists():
+            if vi.size < 3 or not path or not (Path(path) / "store.json").exists():
                 raise CouplerError("the surrogate's store has fewer than 3 validation "
                                    "snapshots to measure the indicator's effectivity on; set "
                                    "[coupler] holdout = N (N fresh FEM solves)")
