@@ -202,3 +202,37 @@ def test_a_registered_spec_with_another_parameter_count_is_refused(toy, tmp_path
     text = toy_text().replace("[outputs]", "c = { lower = 1.0, upper = 2.0 }\n\n[outputs]")
     assert err(text, path) == (f"{path}: parameters: physics model 'toy' with these settings "
                                "takes 2 parameters, the case declares 3")
+
+
+INTERVAL = 'type = "interval"\ncells = 4'
+
+
+def test_a_transient_case_carries_its_time_grid_and_output_stride(toy, tmp_path):
+    path = tmp_path / "c.toml"
+    c = parse_case(toy_text(mesh=INTERVAL + "\ninterval = [-1.0, 1.0]",
+                            extra='every = 5\n\n[time]\nscheme = "bdf2"\nt_end = 1.0\n'
+                                  'dt = 0.1\n'), path)
+    assert c.every == 5 and c.time.scheme == "bdf2"
+    assert (c.time.t0, c.time.t_end, c.time.dt) == (None, 1.0, 0.1)
+    fp = c.fingerprint()
+    assert fp["time"] == {"scheme": "bdf2", "t0": None, "t_end": 1.0, "dt": 0.1}
+    assert fp["mesh"]["interval"] == [-1.0, 1.0] and fp["mesh"]["type"] == "interval"
+    steady = parse_case(toy_text(), path)   # steady fingerprints keep their keys
+    assert steady.time is None and steady.every == 1
+    assert "time" not in steady.fingerprint() and "interval" not in steady.fingerprint()["mesh"]
+
+
+def test_flux_sides_of_an_interval(toy, tmp_path):
+    path = tmp_path / "c.toml"
+    both = '[observations]\nfluxes = { ends = ["x0", "x1"] }\n'
+    c = parse_case(toy_text(mesh=INTERVAL, extra=both), path)
+    assert c.observations.fluxes == {"ends": ["x0", "x1"]}
+    c = parse_case(toy_text(mesh=INTERVAL + "\ninterval = [0.0, 1.0]", extra=both), path)
+    assert c.mesh.interval == [0.0, 1.0]
+    assert err(toy_text(mesh=INTERVAL + "\ninterval = [-1.0, 1.0]", extra=both), path) == (
+        f"{path}: observations.fluxes: sides x0/x1 are x = 0 and x = 1; this interval is "
+        "[-1.0, 1.0]")
+    assert err(toy_text(mesh=INTERVAL, extra='[observations]\nfluxes = { s = "y0" }\n'),
+               path) == f"{path}: observations.fluxes.s: side 'y0' needs a 2D mesh; this mesh is 1D"
+    sq = toy_text(mesh='type = "unit_square"\ncells = 2', extra=both)
+    assert parse_case(sq, path).observations.fluxes == {"ends": ["x0", "x1"]}

@@ -393,8 +393,9 @@ def parse_case(text: str, path: Path) -> Case:
     for fname, sides in cf.observations.fluxes.items():
         bad = [s for s in sides if SIDES.index(s) >= 2 * dim]
         if bad:
+            need = SIDES.index(bad[0]) // 2 + 1
             raise CaseError(f"{path}: observations.fluxes.{fname}: side {bad[0]!r} needs a "
-                            f"3D mesh; this mesh is {dim}D")
+                            f"{need}D mesh; this mesh is {dim}D")
     mf = case.mesh_file
     if mf is not None and not mf.is_file():
         raise CaseError(f"{path}: mesh.file: mesh file {mf} does not exist")
