@@ -517,14 +517,21 @@ class ModelProblem:
         raise ValueError(f"output must be 'observations' or 'qoi', got {output!r}")
 
     def vjp(self, mu: np.ndarray, output: str, sens: np.ndarray) -> np.ndarray:
-        """sᵀ d(output)/dμ (P,) at the solution at ``mu``: one adjoint solve; every rank."""
+        """sᵀ d(output)/dμ (P,) at the solution at ``mu``: one adjoint solve; every rank.
+
+        Observations with boundary fluxes take the full Jacobian instead (flux rows depend on
+        μ directly, :meth:`flux_jacobian`).
+        """
         self._at(mu)
         if output == "observations" and self.case.observations.fluxes:
             return np.asarray(sens, dtype=float) @ self.observation_jacobian(mu)
         return self.sensitivity().vjp(self._output_rows(output), sens)
 
     def jvp(self, mu: np.ndarray, output: str, direction: np.ndarray) -> np.ndarray:
-        """d(output)/dμ v at the solution at ``mu``: one tangent-linear solve; every rank."""
+        """d(output)/dμ v at the solution at ``mu``: one tangent-linear solve; every rank.
+
+        Observations with boundary fluxes take the full Jacobian instead (see :meth:`vjp`).
+        """
         self._at(mu)
         if output == "observations" and self.case.observations.fluxes:
             return self.observation_jacobian(mu) @ np.asarray(direction, dtype=float)

@@ -39,8 +39,16 @@ def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
         return _solve_transient(case, problem, mu, out, comm)
     t0 = time.perf_counter()
     res = problem.solve(mu)
-    wall = time.perf_counter() - t0
-    summary = {
+    summary = _summary(case, problem, mu, res, time.perf_counter() - t0, comm)
+    if res.ok:
+        summary["qoi"] = dict(zip(case.qoi, map(float, problem.qoi()), strict=True))
+    xdmf = write_xdmf(problem, out / "solution.xdmf")
+    return _finish(problem, out, summary, xdmf, comm)
+
+
+def _summary(case: Case, problem, mu: np.ndarray, res, wall: float, comm) -> dict:
+    """The JSON summary every solve writes: parameters, status, solver figures, size."""
+    return {
         "case": case.name,
         "mu": dict(zip(case.parameters.names, map(float, mu), strict=True)),
         "status": "ok" if res.ok else "failed",
@@ -50,9 +58,10 @@ def solve_one(case: Case, mu: np.ndarray, out: Path, comm=None) -> dict:
         "ranks": comm.size,
         "n_dofs": problem.V.dofmap.index_map.size_global,
     }
-    if res.ok:
-        summary["qoi"] = dict(zip(case.qoi, map(float, problem.qoi()), strict=True))
-    xdmf = write_xdmf(problem, out / "solution.xdmf")
+
+
+def _finish(problem, out: Path, summary: dict, xdmf: Path, comm) -> dict:
+    """Write ``out/solution.json`` (root), free the problem, return the result record."""
     if comm.rank == 0:
         (out / "solution.json").write_text(json.dumps(summary, indent=1))
     problem.destroy()
@@ -69,21 +78,9 @@ def _solve_transient(case: Case, problem, mu: np.ndarray, out: Path, comm) -> di
         t0 = time.perf_counter()
         res = problem.solve_transient(mu, on_output=series)
         wall = time.perf_counter() - t0
-    summary = {
-        "case": case.name,
-        "mu": dict(zip(case.parameters.names, map(float, mu), strict=True)),
-        "status": "ok" if res.ok else "failed",
-        "reason": res.reason,
-        "iterations": res.iterations,
-        "solve_time_s": wall,
-        "ranks": comm.size,
-        "n_dofs": problem.V.dofmap.index_map.size_global,
-        "time": {"scheme": st.scheme, "t0": st.t0, "t_end": st.t_end, "dt": st.dt,
-                 "steps": res.steps, "n_steps": st.n_steps, "every": st.every,
-                 "times": res.times.tolist(), "operator_setups": res.operator_setups},
-        "qoi": {name: res.qoi[:, k].tolist() for k, name in enumerate(case.qoi)},
-    }
-    if comm.rank == 0:
-        (out / "solution.json").write_text(json.dumps(summary, indent=1))
-    problem.destroy()
-    return {"summary": summary, "xdmf": path}
+    summary = _summary(case, problem, mu, res, wall, comm)
+    summary["time"] = {"scheme": st.scheme, "t0": st.t0, "t_end": st.t_end, "dt": st.dt,
+                       "steps": res.steps, "n_steps": st.n_steps, "every": st.every,
+                       "times": res.times.tolist(), "operator_setups": res.operator_setups}
+    summary["qoi"] = {name: res.qoi[:, k].tolist() for k, name in enumerate(case.qoi)}
+    return _finish(problem, out, summary, path, comm)
