@@ -327,10 +327,19 @@ def test_hybrid_solve_writes_time_series(tmp_path):
 
 
 def test_transient_case_errors(tmp_path):
-    """A campaign of a transient case, a [time] on a steady model, a bad grid: one line, 2."""
+    """Observation times off the output grid, a [time] on a steady model, a bad grid: one
+    line, exit 2, nothing written."""
     rod_text = (ROOT / "cases/heat_rod.toml").read_text()
+    block = (ROOT / "cases/heat_block.toml").read_text().replace("cells = 30", "cells = 6")
+    sensors = '\n[observations]\npoints = [[0.5, 0.5]]\n'
     cases = {
-        "campaign": (rod_text, ["campaign"], "campaigns of transient cases are not supported"),
+        "obs_times": (block + sensors + "times = [0.05]\n", ["campaign"],
+                      "observations.times: t = 0.05 is not an output time"),
+        "obs_steady": ((ROOT / "cases/thermal_block_2x2.toml").read_text().replace(
+            "[observations]", "[observations]\ntimes = [0.1]"), ["campaign"],
+            "observation times need a transient model"),
+        "flux": (block + sensors + 'fluxes = { left = "x0" }\n', ["campaign"],
+                 "boundary fluxes of transient models are not supported"),
         "steady": ((ROOT / "cases/thermal_block_2x2.toml").read_text()
                    + '\n[time]\nscheme = "bdf2"\n', ["solve", "--mu", "1,1,1,1"],
                    "is steady"),
@@ -341,8 +350,10 @@ def test_transient_case_errors(tmp_path):
     }
     for name, (text, args, msg) in cases.items():
         p = tmp_path / f"{name}.toml"
-        p.write_text(text.replace('store = "runs/heat_rod/store"',
-                                  f'store = "{tmp_path / name}"'))
+        for store in ("runs/heat_rod/store", "runs/heat_block/store",
+                      "runs/thermal_block_2x2/store"):
+            text = text.replace(f'store = "{store}"', f'store = "{tmp_path / name}"')
+        p.write_text(text)
         cmd = [args[0], p, *args[1:]]
         if args[0] == "solve":
             cmd += ["--out", tmp_path / f"out_{name}"]
@@ -419,13 +430,3 @@ def test_gamg_hierarchy_set_up_once():
     assert res.ok and res.operator_setups == 1 and ev.getPerfInfo()["count"] - before == 1
     assert res.iterations > res.steps          # an iterative solve, not preonly
     ts.destroy()
-
-
-def test_fem_model_refuses_a_transient_case():
-    """Inference, the coupler and UM-Bridge build a FEMModel: refused in one line."""
-    from hybrid.core.case import load_case
-    from hybrid.errors import CaseError
-    from hybrid.fem.model import FEMModel
-
-    with pytest.raises(CaseError, match="transient cases are not supported yet"):
-        FEMModel(load_case(ROOT / "cases/heat_rod.toml"))

@@ -36,7 +36,7 @@ def synth_command(
 
     c = load_case(case)
     m = parse_mu(mu, c.parameters)
-    names = c.observations.names()
+    names = c.observations.data_names()
     if not names:
         raise HybridError(f"{case}: no [observations] declared: nothing to synthesise")
     from hybrid.core.outputs import check_target

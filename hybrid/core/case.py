@@ -15,7 +15,8 @@ A case file is data (see docs/case-format.md)::
     [time]        scheme = "backward_euler" | "crank_nicolson" | "bdf2", t0, t_end, dt
                   (transient models; docs/models.md)
     [observations] points = [[x, y], …], grid = n, averages = { name = [x0, y0, x1, y1] },
-                  fluxes = { name = "x0" | ["x0", "y1", …] }   (boundary fluxes)
+                  fluxes = { name = "x0" | ["x0", "y1", …] }   (boundary fluxes),
+                  times = [t1, t2, …]   (transient: every sensor at each time, output times)
 
 Every problem is reported as one line ``FILE: key: what was expected`` through
 :class:`hybrid.errors.CaseError`. Relative mesh paths are resolved against the case file's
@@ -170,6 +171,11 @@ def _sides(value) -> list[str]:
     return list(items)
 
 
+def observation_label(name: str, t: float) -> str:
+    """The data name of observation ``name`` at time ``t``: ``"p0@0.05"`` (12 digits)."""
+    return f"{name}@{float(t):.12g}"
+
+
 class ObservationsSection(BaseModel):
     """Observation operators: point sensors, box averages (linear in u) and boundary fluxes.
 
@@ -184,9 +190,15 @@ class ObservationsSection(BaseModel):
     averages: dict[str, list[float]] = Field(default_factory=dict)
     fluxes: dict[str, Annotated[list[str], BeforeValidator(_sides)]] = Field(
         default_factory=dict)
+    times: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
 
     @model_validator(mode="after")
     def _shapes(self):
+        if self.times is not None:
+            if not self.times:
+                raise ValueError("times must list at least one time")
+            if any(b <= a for a, b in zip(self.times, self.times[1:], strict=False)):
+                raise ValueError("times must be strictly increasing")
         for k, p in enumerate(self.points):
             if len(p) not in (2, 3):
                 raise ValueError(f"points[{k}] must have 2 or 3 coordinates, got {p}")
@@ -216,13 +228,25 @@ class ObservationsSection(BaseModel):
         """All observation names in row order: sensors, then averages, then fluxes."""
         return [n for n, _ in self.sensors()] + list(self.averages) + list(self.fluxes)
 
+    def data_names(self) -> list[str]:
+        """The names of the observed values: :meth:`names`, or per time ``name@t`` (time-major).
+
+        A transient case with ``times`` observes every sensor at every listed time; value
+        j·n + i is observation i at ``times[j]`` (:func:`observation_label`).
+        """
+        if not self.times:
+            return self.names()
+        return [observation_label(n, t) for t in self.times for n in self.names()]
+
     def fingerprint(self) -> dict:
         """The section as a dict for store fingerprints.
 
-        No ``fluxes`` key when there are none, so stores made before fluxes existed keep
-        their fingerprint.
+        No ``fluxes`` key when there are none and no ``times`` key without times, so stores
+        made before fluxes (and observation times) existed keep their fingerprint.
         """
-        return self.model_dump(exclude=None if self.fluxes else {"fluxes"})
+        skip = ({"fluxes"} if not self.fluxes else set()) | (
+            {"times"} if self.times is None else set())
+        return self.model_dump(exclude=skip or None)
 
 
 class CaseFile(BaseModel):

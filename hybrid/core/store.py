@@ -204,6 +204,9 @@ class StaticData:
             flux through Γ has L_i = 0, B_{i,q} = −g_Γᵀ A_q, b_{i,q} = g_Γᵀ f_q; point sensors
             and averages have B = 0, b = 0. Stored sparse: the flux rows live next to Γ.
         observation_affine_f: (n_obs, Q_f) the b_{i,q}, or None (with ``observation_affine``).
+        initial_terms: transient models only: (Q_0, N) the μ-free fields g_q of an initial
+            state u0(μ) = Σ_q ϑ0_q(μ) g_q (interpolated; θ trees in the manifest's
+            ``model.theta_0``), or None (steady, or an initial state that is not affine in μ).
     """
 
     points: np.ndarray
@@ -218,6 +221,7 @@ class StaticData:
     observation_functionals: np.ndarray | None = None
     observation_affine: sp.csr_matrix | None = None
     observation_affine_f: np.ndarray | None = None
+    initial_terms: np.ndarray | None = None
 
     @property
     def n_dofs(self) -> int:
@@ -297,6 +301,8 @@ def write_static(target: Path, s: StaticData, *, fingerprint: dict | None = None
             f["observation_affine"].attrs["n_a"] = len(s.affine_a)
             f.create_dataset("observation_affine_f",
                              data=np.asarray(s.observation_affine_f, dtype=float))
+        if s.initial_terms is not None:
+            f.create_dataset("initial_terms", data=np.asarray(s.initial_terms, dtype=float))
 
 
 def static_fingerprint(path: Path) -> dict | None:
@@ -330,6 +336,7 @@ def read_static(path: Path) -> StaticData:
                                     if "observation_affine" in f else None),
                 observation_affine_f=(f["observation_affine_f"][()]
                                       if "observation_affine" in f else None),
+                initial_terms=f["initial_terms"][()] if "initial_terms" in f else None,
             )
     except FileNotFoundError:
         raise StoreError(f"{path}: static part of the store is missing") from None
@@ -467,10 +474,30 @@ def _check_manifest(mf: Path, m: dict) -> None:
         space = ParameterSpace.from_dict(m["parameters"])
     except (HybridError, KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"{mf}: manifest 'parameters' is malformed ({exc})") from None
+    if "time" in m:
+        _check_time_record(mf, m["time"])
     for p in space.parameters:
         if not (np.isfinite(p.lower) and np.isfinite(p.upper) and p.lower < p.upper):
             raise StoreError(f"{mf}: manifest 'parameters' is malformed ({p.name}: bounds "
                              f"[{p.lower:g}, {p.upper:g}])")
+
+
+def _check_time_record(mf: Path, rec) -> None:
+    """The manifest's ``time`` record: output times strictly increasing and finite."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("times"), list):
+        raise StoreError(f"{mf}: manifest 'time' must be an object with a list 'times'")
+    try:
+        t = np.asarray(rec["times"], dtype=float)
+    except (TypeError, ValueError):
+        raise StoreError(f"{mf}: manifest 'time.times' must be numbers") from None
+    if t.ndim != 1 or t.size < 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise StoreError(f"{mf}: manifest 'time.times' must be a non-empty, strictly "
+                         "increasing list of finite numbers")
+    obs = rec.get("observation_times", [])
+    if not isinstance(obs, list) or any(not np.any(np.isclose(o, t, rtol=0, atol=1e-9 * (
+            1 + abs(t[-1])))) for o in obs if isinstance(o, int | float)) or \
+            any(not isinstance(o, int | float) for o in obs):
+        raise StoreError(f"{mf}: manifest 'time.observation_times' must be output times")
 
 
 class SnapshotStore:
@@ -527,6 +554,43 @@ class SnapshotStore:
         return self.manifest["case_text"]
 
     @property
+    def transient(self) -> bool:
+        """Whether the samples are trajectories (the manifest has a ``time`` record)."""
+        return "time" in self.manifest
+
+    @property
+    def time(self) -> dict | None:
+        """The ``time`` record (scheme, t0, t_end, dt, every, times, observation_times)."""
+        return self.manifest.get("time")
+
+    @property
+    def times(self) -> np.ndarray | None:
+        """The output times (n_t,) of every trajectory, or None for a steady store."""
+        return None if not self.transient else np.asarray(self.time["times"], dtype=float)
+
+    @property
+    def observation_times(self) -> np.ndarray | None:
+        """The times at which the case's sensors observe (a subset of :attr:`times`)."""
+        if not self.transient:
+            return None
+        return np.asarray(self.time.get("observation_times", []), dtype=float)
+
+    def time_indices(self, times) -> np.ndarray:
+        """Indices into :attr:`times` of ``times`` (each must be an output time)."""
+        t = self.times
+        if t is None:
+            raise StoreError(f"{self.path}: a steady store has no time axis")
+        tol = 1e-9 * (1.0 + abs(t[-1]))
+        idx = []
+        for x in np.atleast_1d(np.asarray(times, dtype=float)):
+            k = int(np.argmin(np.abs(t - x)))
+            if abs(t[k] - x) > tol:
+                raise StoreError(f"{self.path}: t = {x:g} is not an output time of the store "
+                                 f"({t[0]:g} … {t[-1]:g}, {t.size} times)")
+            idx.append(k)
+        return np.array(idx, dtype=int)
+
+    @property
     def physics(self) -> dict:
         return self.manifest["physics"]
 
@@ -562,14 +626,21 @@ class SnapshotStore:
 
     def _checked(self, s: Sample, path: Path) -> Sample:
         P, N, Q = self.space.dim, self.n_dofs, len(self.qoi_names)
+        lead = () if not self.transient else (len(self.time["times"]),)
         if np.shape(s.mu) != (P,):
             raise StoreError(f"{path}: sample has {np.size(s.mu)} parameters, the store {P}")
         if s.ok:
-            if s.u is not None and np.shape(s.u) != (N,):
-                raise StoreError(f"{path}: sample field has {np.size(s.u)} values, the store "
-                                 f"has {N} DOFs")
-            if s.qoi is not None and np.shape(s.qoi) != (Q,):
-                raise StoreError(f"{path}: sample has {np.size(s.qoi)} QoIs, the store {Q}")
+            if s.u is not None and np.shape(s.u) != (*lead, N):
+                if not lead:
+                    raise StoreError(f"{path}: sample field has {np.size(s.u)} values, the "
+                                     f"store has {N} DOFs")
+                raise StoreError(f"{path}: sample field has shape {np.shape(s.u)}, the store "
+                                 f"has {lead[0]} output times × {N} DOFs")
+            if s.qoi is not None and np.shape(s.qoi) != (*lead, Q):
+                if not lead:
+                    raise StoreError(f"{path}: sample has {np.size(s.qoi)} QoIs, the store {Q}")
+                raise StoreError(f"{path}: sample has QoIs of shape {np.shape(s.qoi)}, the "
+                                 f"store {(*lead, Q)}")
             for name, v in (("mu", s.mu), ("field u", s.u), ("QoIs", s.qoi)):
                 if v is not None and not np.all(np.isfinite(v)):
                     raise StoreError(f"{path}: sample marked ok has non-finite values in its "
@@ -579,18 +650,40 @@ class SnapshotStore:
     def snapshots(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (μ, U) of the successful samples, ordered by sample index.
 
-        μ has shape (S, P), U has shape (S, N) in store ordering.
+        μ has shape (S, P), U has shape (S, N) in store ordering. A transient store's samples
+        are trajectories: use :meth:`trajectories`.
         """
+        if self.transient:
+            raise StoreError(f"{self.path}: the store holds trajectories (a transient case); "
+                             "read them with SnapshotStore.trajectories()")
         ok = [s for s in self.samples(field=True) if s.ok]
         if not ok:
             return np.zeros((0, self.space.dim)), np.zeros((0, self.n_dofs))
         return np.array([s.mu for s in ok]), np.array([s.u for s in ok])
 
+    def trajectories(self) -> tuple[np.ndarray, np.ndarray]:
+        """(μ (S, P), U (S, n_t, N)) of a transient store's successful samples, by index.
+
+        ``U[s, k]`` is the field at ``times[k]`` in store ordering.
+        """
+        if not self.transient:
+            raise StoreError(f"{self.path}: a steady store holds no trajectories; read its "
+                             "snapshots with SnapshotStore.snapshots()")
+        ok = [s for s in self.samples(field=True) if s.ok]
+        n_t = len(self.time["times"])
+        if not ok:
+            return np.zeros((0, self.space.dim)), np.zeros((0, n_t, self.n_dofs))
+        return np.array([s.mu for s in ok]), np.array([s.u for s in ok])
+
     def qois(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return (μ, Q): parameters and QoIs (S, n_qoi) of the successful samples."""
+        """Return (μ, Q): parameters and QoIs (S, n_qoi) of the successful samples.
+
+        For a transient store Q is (S, n_t, n_qoi): the QoIs at every output time.
+        """
         ok = [s for s in self.samples(field=False) if s.ok]
         if not ok:
-            return np.zeros((0, self.space.dim)), np.zeros((0, len(self.qoi_names)))
+            lead = () if not self.transient else (len(self.time["times"]),)
+            return np.zeros((0, self.space.dim)), np.zeros((0, *lead, len(self.qoi_names)))
         return np.array([s.mu for s in ok]), np.array([s.qoi for s in ok])
 
     def checksum(self) -> str:
@@ -618,6 +711,7 @@ class SnapshotStore:
             "physics": self.physics.get("model"),
             "parameters": self.space.names,
             "n_dofs": self.n_dofs,
+            "output_times": None if not self.transient else len(self.time["times"]),
             "qoi": self.qoi_names,
             "planned": _planned(plan),
             "committed": len(samples),

@@ -13,7 +13,8 @@ from hybrid.core.store import SnapshotStore, read_sample
 def write_store_xdmf(store: SnapshotStore, target: Path, max_samples: int = 200) -> Path | None:
     """Write up to ``max_samples`` successful snapshots as an XDMF time series.
 
-    Each "time step" t = sample index; the point data is the field ``u``. Returns the path, or
+    Each "time step" t = sample index; the point data is the field ``u`` (for a transient
+    store, its field at the last output time, t_end). Returns the path, or
     None when the store holds no successful sample. (The DOLFINx wheel's HDF5 has no deflate
     filter, hence compression=None.)
     """
@@ -32,5 +33,6 @@ def write_store_xdmf(store: SnapshotStore, target: Path, max_samples: int = 200)
         with meshio.xdmf.TimeSeriesWriter(target.name, data_format="HDF") as w:
             w.write_points_cells(points, [(st.cell_type, st.cells)])
             for s in samples:
-                w.write_data(float(s.index), point_data={"u": s.u})
+                u = s.u if s.u.ndim == 1 else s.u[-1]
+                w.write_data(float(s.index), point_data={"u": u})
     return target

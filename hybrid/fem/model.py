@@ -44,13 +44,10 @@ class FEMModel:
         self.case = case
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.problem = create_problem(case, self.comm)
-        if getattr(self.problem, "transient", False):   # every rank: one line, no hang
-            from hybrid.errors import CaseError
-
-            self.problem.destroy()
-            raise CaseError(f"{case.path}: time: inference and serving of transient cases are "
-                            "not supported yet (observations over time); solve one μ with "
-                            "`hybrid solve`")
+        self.transient = bool(getattr(self.problem, "transient", False))
+        """A transient case: a solve is a time loop, the observations are the sensors at
+        ``[observations] times`` (time-major, ``case.observations.data_names()``), the QoIs
+        and the field are per output time ((n_t, n_qoi), (n_t, N))."""
         self.n_solves = 0
         self.time = 0.0
         self.store = Path(store) if store is not None else None
@@ -67,12 +64,19 @@ class FEMModel:
 
     @property
     def observation_names(self) -> list[str]:
-        return self.case.observations.names()
+        return self.case.observations.data_names()
 
     def solve(self, mu: np.ndarray, *, field: bool = True) -> FEMState:
         """Solve at μ (checked against the parameter box); never raises on divergence."""
         mu = self.case.parameters.check(mu)
         t0 = time.perf_counter()
+        if self.transient:
+            traj, obs, u = self.problem.run_trajectory(mu, fields=field)
+            wall = time.perf_counter() - t0
+            self.n_solves += 1
+            self.time += wall
+            return FEMState(mu, traj.ok, traj.reason, wall, obs,
+                            traj.qoi if traj.ok else None, u, traj.iterations)
         res = self.problem.solve(mu)
         wall = time.perf_counter() - t0
         self.n_solves += 1
@@ -158,7 +162,7 @@ class FEMModel:
     @property
     def has_products(self) -> bool:
         """Whether the problem offers one-solve vector–Jacobian products (plug-in models)."""
-        return callable(getattr(self.problem, "vjp", None))
+        return callable(getattr(self.problem, "vjp", None)) and not self.transient
 
     def vjp(self, mu: np.ndarray, output: str, sens: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +192,7 @@ class FEMModel:
     @property
     def has_indicator(self) -> bool:
         """Whether the problem offers the residual indicator (plug-in models)."""
-        return callable(getattr(self.problem, "indicator", None))
+        return callable(getattr(self.problem, "indicator", None)) and not self.transient
 
     def indicator(self, mu: np.ndarray, field: np.ndarray | None,
                   inner_product: str = "h1") -> float:

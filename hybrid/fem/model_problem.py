@@ -104,12 +104,18 @@ class ModelProblem:
                 raise CaseError(f"{case.path}: time: {exc}") from None
             self.disc = None
             self.linear = self.stepper.linear
+            self.observation_steps = self._observation_steps()
         else:
             if case.time is not None:
                 from hybrid.errors import CaseError
 
                 raise CaseError(f"{case.path}: time: model {spec.name!r} is steady (its "
                                 "Problem has no time grid); remove the [time] table")
+            if case.observations.times is not None:
+                from hybrid.errors import CaseError
+
+                raise CaseError(f"{case.path}: observations.times: model {spec.name!r} is "
+                                "steady; observation times need a transient model")
             self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
                                        name=f"model_{spec.name}")
             self.linear = self.disc.linear
@@ -122,6 +128,84 @@ class ModelProblem:
         self._flux = None
         self._flux_affine = None
         self._flux_tl = None
+
+    # ---------------------------------------------------------------- transient outputs
+    def _observation_steps(self) -> np.ndarray:
+        """Indices into the output times of ``[observations] times`` (CaseError if off-grid)."""
+        from hybrid.errors import CaseError
+
+        obs = self.case.observations
+        if obs.fluxes:
+            raise CaseError(f"{self.case.path}: observations.fluxes: boundary fluxes of "
+                            "transient models are not supported (the residual flux would "
+                            "need the time derivative); use point sensors or averages")
+        if not obs.names():
+            return np.zeros(0, dtype=int)
+        out = self.stepper.output_times()
+        times = obs.times if obs.times is not None else [float(out[-1])]
+        tol = 1e-9 * max(1.0, abs(out[-1]))
+        idx = []
+        for t in times:
+            k = int(np.argmin(np.abs(out - t)))
+            if abs(out[k] - t) > tol:
+                raise CaseError(
+                    f"{self.case.path}: observations.times: t = {t:g} is not an output time "
+                    f"(t0 = {out[0]:g}, dt = {self.stepper.dt:g}, every {self.stepper.every} "
+                    f"steps: {out[1] - out[0] if out.size > 1 else 0:g} apart, to "
+                    f"t_end = {out[-1]:g})")
+            idx.append(k)
+        return np.array(idx, dtype=int)
+
+    @property
+    def observation_times(self) -> np.ndarray:
+        """The times at which a transient case observes (default: t_end only)."""
+        return self.stepper.output_times()[self.observation_steps]
+
+    def time_record(self) -> dict:
+        """The store manifest's ``time`` record of this transient problem."""
+        st = self.stepper
+        return {"scheme": st.scheme, "t0": st.t0, "t_end": st.t_end, "dt": st.dt,
+                "n_steps": st.n_steps, "every": st.every,
+                "times": st.output_times().tolist(),
+                "observation_times": self.observation_times.tolist()}
+
+    def run_trajectory(self, mu: np.ndarray, *, fields: bool = False):
+        """The time loop at μ with its observations (collective).
+
+        Returns (result, y, U): the :class:`~hybrid.fem.transient.TransientResult`, the
+        observations (n_obs_times · n_obs,) time-major on every rank (None if the loop
+        failed), and the store-ordered fields (n_out, N) on root when ``fields`` (else None).
+        Sensor rows are applied to the owned DOFs and summed over ranks: no field is gathered
+        for the observations.
+        """
+        rows = self._owned_rows()
+        steps = set(self.observation_steps.tolist())
+        y, k = [], [0]
+        n_local = self.V.dofmap.index_map.size_local
+
+        def on_output(t, u):
+            if k[0] in steps and rows is not None:
+                y.append(self.comm.allreduce(rows @ u.x.array[:n_local]))
+            k[0] += 1
+
+        res = self.stepper.run(np.asarray(mu, dtype=float), on_output, keep_fields=fields)
+        U = None
+        if fields and res.ok:
+            got = [self.ordering.gather(f) for f in res.fields]
+            U = np.array(got) if self.comm.rank == self.ordering.root else None
+        obs = np.concatenate(y) if (res.ok and y) else (np.zeros(0) if res.ok else None)
+        return res, obs, U
+
+    def _owned_rows(self) -> np.ndarray | None:
+        """The observation rows restricted to this rank's owned DOFs (n_obs, n_local)."""
+        if not self.case.observations.names():
+            return None
+        if getattr(self, "_rows_owned", None) is None:
+            L = self.observation_rows()
+            n = self.comm.bcast(None if L is None else L.shape[0], root=self.ordering.root)
+            self._rows_owned = np.array(
+                [self.ordering.scatter(L[i] if L is not None else None) for i in range(n)])
+        return self._rows_owned
 
     # ---------------------------------------------------------------- solve and outputs
     @property
@@ -426,6 +510,9 @@ class ModelProblem:
             "theta_a": d.theta_a if use else [],
             "theta_f": d.theta_f if use else [],
         }
+        initial = self._initial_terms()
+        if initial is not None:
+            self._record["theta_0"] = initial[0]
         qoi = [o.gather(vec_) for vec_ in self.qoi_vectors().values()]
         obs = self.observation_rows()
         obs_affine = self.observation_affine()
@@ -447,7 +534,25 @@ class ModelProblem:
             observation_functionals=obs,
             observation_affine=obs_affine[0] if obs_affine else None,
             observation_affine_f=obs_affine[1] if obs_affine else None,
+            initial_terms=initial[1] if initial is not None else None,
         )
+
+    def _initial_terms(self) -> tuple[list, np.ndarray | None] | None:
+        """(θ trees, g_q (Q_0, N) in store ordering on root) of an affine initial state.
+
+        None for a steady problem or an initial state that is not affine in μ
+        (:mod:`hybrid.fem.initial`). Collective.
+        """
+        from hybrid.fem.initial import decompose_initial
+
+        if not self.transient or self.pb.u_prev is not None:
+            return None
+        box = np.array([self.case.parameters.lower, self.case.parameters.upper])
+        dec = decompose_initial(self.pb.initial, self.V, self.mu, box)
+        if dec is None:
+            return None
+        g = [self.ordering.gather(t) for t in dec.terms]
+        return dec.theta, (np.array(g) if self.comm.rank == self.ordering.root else None)
 
     # ---------------------------------------------------------------- derivatives
     def sensitivity(self):

@@ -16,7 +16,11 @@ Data files are CSV with a header and one row per observation::
     p1,0.0456,0.000456
 
 The ``sigma`` column may be left out (header ``sensor,value``) when a noise model is given,
-as an argument or as the ``noise`` metadata line. Every problem raises :class:`DataError`
+as an argument or as the ``noise`` metadata line. Observations of a transient case carry a
+time column (header ``sensor,time,value,sigma`` or ``sensor,time,value``): the row of sensor
+``p0`` at t = 0.05 is the observation named ``p0@0.05``
+(:func:`hybrid.core.case.observation_label`), one of the case's
+``observations.data_names()``. Every problem raises :class:`DataError`
 with one line ``FILE:LINE: problem``.
 """
 
@@ -160,14 +164,22 @@ class Observations:
                 "sigma": self.sigma.tolist(), "meta": dict(self.meta)}
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write ``sensor,value,sigma`` with '# key: value' metadata lines; values round-trip."""
+        """Write ``sensor,value,sigma`` with '# key: value' metadata lines; values round-trip.
+
+        When every name is ``sensor@t`` (a transient case) the file has a time column:
+        ``sensor,time,value,sigma``.
+        """
         path = Path(path)
         lines = [f"# {k}: {v}" for k, v in self.meta.items()]
-        lines.append("sensor,value,sigma")
-        for n, v, s in zip(self.names, self.values, self.sigma, strict=True):
+        timed = [split_label(n) for n in self.names]
+        with_time = all(t is not None for _, t in timed)
+        lines.append("sensor,time,value,sigma" if with_time else "sensor,value,sigma")
+        for n, (sensor, t), v, s in zip(self.names, timed, self.values, self.sigma,
+                                        strict=True):
             if any(c in n for c in ',"\n#') or n != n.strip():
                 raise DataError(f"sensor name {n!r} cannot be written to CSV")
-            lines.append(f"{n},{float(v)!r},{float(s)!r}")  # shortest exact round trip
+            head = f"{sensor},{t!r}" if with_time else n
+            lines.append(f"{head},{float(v)!r},{float(s)!r}")  # shortest exact round trip
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -176,6 +188,18 @@ class Observations:
                  noise: GaussianNoise | None = None, require_all: bool = False) -> Observations:
         """See :func:`read_csv`."""
         return read_csv(path, expected, noise=noise, require_all=require_all)
+
+
+def split_label(name: str) -> tuple[str, float | None]:
+    """(sensor, t) of a data name ``sensor@t``; (name, None) for a name without a time."""
+    sensor, at, t = name.rpartition("@")
+    if not at or not sensor:
+        return name, None
+    try:
+        value = float(t)
+    except ValueError:
+        return name, None
+    return (sensor, value) if math.isfinite(value) else (name, None)
 
 
 def _number(text: str, what: str, where: str) -> float:
@@ -230,9 +254,12 @@ def read_csv(path: str | Path, expected: Sequence[str] | None = None, *,
         cells = [c.strip() for c in next(csv.reader([line]))]
         if header is None:
             header, header_line = [c.lower() for c in cells], ln
-            if header not in (["sensor", "value", "sigma"], ["sensor", "value"]):
+            if header not in (["sensor", "value", "sigma"], ["sensor", "value"],
+                              ["sensor", "time", "value", "sigma"],
+                              ["sensor", "time", "value"]):
                 raise DataError(f"{path}:{ln}: header must be 'sensor,value,sigma' (or "
-                                f"'sensor,value' with a noise model), got {line!r}")
+                                f"'sensor,value' with a noise model; 'sensor,time,value,sigma' "
+                                f"for observations over time), got {line!r}")
             continue
         rows.append((ln, cells))
     if header is None:
@@ -240,7 +267,21 @@ def read_csv(path: str | Path, expected: Sequence[str] | None = None, *,
                         "and one row per observation)")
     if not rows:
         raise DataError(f"{path}:{header_line}: no observations after the header")
+    timed = header[1] == "time"
     ncol = len(header)
+    if timed:   # the time column is folded into the name: sensor@t
+        from hybrid.core.case import observation_label
+
+        folded = []
+        for ln, cells in rows:
+            if len(cells) != ncol:
+                raise DataError(f"{path}:{ln}: expected {ncol} columns ({','.join(header)}), "
+                                f"got {len(cells)}")
+            t = _number(cells[1], "time", f"{path}:{ln}")
+            folded.append((ln, [observation_label(cells[0], t) if cells[0] else "",
+                                *cells[2:]]))
+        rows, ncol = folded, ncol - 1
+        header = [header[0], *header[2:]]
     if ncol == 2 and noise is None:
         if "noise" not in meta:
             raise DataError(f"{path}:{header_line}: no sigma column and no noise model (give "

@@ -261,16 +261,6 @@ class _Progress:
             self.bar.close()
 
 
-def _refuse_transient(case: Case, transient: bool = False) -> None:
-    """CaseError (every rank) for a transient case: the store has no time axis yet."""
-    from hybrid.errors import CaseError
-
-    if transient or case.time is not None:
-        raise CaseError(f"{case.path}: time: campaigns of transient cases are not supported "
-                        "yet (the snapshot store has no time axis); solve one μ with "
-                        "`hybrid solve`")
-
-
 def _claim(claims: Path, index: int) -> bool:
     try:
         fd = os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -286,9 +276,6 @@ def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
     from hybrid.fem.versions import fem_versions
 
     problem = create_problem(case, group) if solve or write else None
-    if getattr(problem, "transient", False):   # a model with a time grid, no [time] table
-        problem.destroy()
-        _refuse_transient(case, transient=True)
     if write:
         static = problem.static_data()
         if group.rank == 0:
@@ -305,6 +292,8 @@ def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
                 versions=fem_versions(),
                 extra={"fingerprint": _fingerprint(case),
                        "observations": case.observations.names(),
+                       **({"time": problem.time_record()}
+                          if getattr(problem, "transient", False) else {}),
                        "element": getattr(problem, "element", None) or {
                            "family": "Lagrange", "degree": case.physics.settings.degree},
                        **({"model": problem.model_record()}
@@ -333,10 +322,15 @@ def _solve_claimed(problem, group, store: Path, run_id: str, plan: np.ndarray,
             return solved
         mu = plan[index]
         t0 = time.perf_counter()
-        res = problem.solve(mu)
-        wall = time.perf_counter() - t0
-        u = problem.ordering.gather_function(problem.u) if res.ok else None
-        q = problem.qoi() if res.ok else None
+        if getattr(problem, "transient", False):   # a trajectory: fields (n_t, N), QoIs
+            traj, _, u = problem.run_trajectory(mu, fields=True)   # (n_t, n_qoi)
+            res, q = traj.as_solve_result(), traj.qoi if traj.ok else None
+            wall = time.perf_counter() - t0
+        else:
+            res = problem.solve(mu)
+            wall = time.perf_counter() - t0
+            u = problem.ordering.gather_function(problem.u) if res.ok else None
+            q = problem.qoi() if res.ok else None
         if leader:
             write_sample(store, Sample(
                 index=index, mu=mu, status=STATUS_OK if res.ok else STATUS_FAILED,
@@ -384,7 +378,6 @@ def run_campaign(
         )
     if n < 1:
         raise HybridError(f"--samples must be >= 1, got {n}")
-    _refuse_transient(case)
     if n > MAX_SAMPLES:
         raise HybridError(f"--samples {n} exceeds the limit of {MAX_SAMPLES:,} samples per "
                           "campaign store")
