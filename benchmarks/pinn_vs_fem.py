@@ -11,12 +11,11 @@ sees the P1 interpolation error between FEM nodes, not only the nodal values):
   for the parametric family (κ a network input), plus ablations of the tuned ingredients;
   wall time to train, wall time per query of the whole field (one forward pass on the grid,
   best of several repeats) and of one value u(x, t) (one forward pass on one point).
-* The benchmark's own FEM reference loop (plain DOLFINx, written here; hybrid's transient
-  path is being built separately and will replace it): P1 on an interval mesh of 50 and 200
-  cells, Crank–Nicolson with dt = h/4 (so every grid time is a time step), M and K assembled
-  once, A = M + (dt/2) κ K and B = M − (dt/2) κ K formed per κ, LU (KSP preonly). Set-up time
-  (mesh, forms, assembly), and per query (one κ): forming A and B, the factorisation, the
-  time loop and the P1 interpolation onto the grid's x points.
+* hybrid's own transient FEM path (the ``heat`` plug-in on cases/heat_rod.toml, the time loop
+  of :mod:`hybrid.fem.transient`): P1 on an interval mesh of 50 and 200 cells,
+  Crank–Nicolson with dt = h/4 (every grid time is an output time), LU (MUMPS). Set-up time
+  (mesh, forms, JIT cache hits), and per query (one κ): the operator's assembly and
+  factorisation, the time loop and the P1 interpolation onto the grid's x points.
 
     python benchmarks/pinn_vs_fem.py --out benchmarks/results/pinn_vs_fem.json
 """
@@ -43,67 +42,47 @@ TEST_KAPPAS = (0.005, 0.01, 0.02, 0.035, 0.05)
 
 # ----------------------------------------------------------------------------- FEM
 class HeatFEM:
-    """The benchmark's own P1 + Crank–Nicolson loop (serial DOLFINx, COMM_SELF)."""
+    """hybrid's transient path on the seed's case (cases/heat_rod.toml), serial (COMM_SELF).
 
-    def __init__(self, cells: int, dt: float):
-        import dolfinx_solver  # noqa: F401  (the wheel's MPI first)
-        import ufl
-        from dolfinx import fem, mesh
-        from dolfinx.fem.petsc import assemble_matrix
-        from mpi4py import MPI
-        from petsc4py import PETSc
+    The case's mesh is refined to ``cells`` and its grid to ``dt``, with an output at every
+    grid time of the evaluation (``every``); the model is hybrid's ``heat`` plug-in and the
+    time loop :class:`hybrid.fem.transient.TransientSolver` (Crank–Nicolson, one LU per κ:
+    the operator depends on κ, so the factorisation is part of each query).
+    """
 
-        self.PETSc = PETSc
+    def __init__(self, cells: int, dt: float, t_step: float = 0.01):
+        import hybrid.fem  # noqa: F401  (the wheel's MPI first)
+        from hybrid.core.case import parse_case
+        from hybrid.fem import MPI
+        from hybrid.fem.model_problem import ModelProblem
+
+        every = int(round(t_step / dt))
+        text = (ROOT / "cases/heat_rod.toml").read_text()
+        text = text.replace("cells = 200", f"cells = {cells}").replace(
+            "dt = 0.01", f"dt = {dt!r}").replace("every = 10", f"every = {every}")
+        self.problem = ModelProblem(parse_case(text, ROOT / "cases/heat_rod.toml"),
+                                    MPI.COMM_SELF)
         self.dt = dt
-        msh = mesh.create_interval(MPI.COMM_SELF, cells, [-1.0, 1.0])
-        V = fem.functionspace(msh, ("Lagrange", 1))
-        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-        dofs = fem.locate_dofs_geometrical(V, lambda x: np.isclose(np.abs(x[0]), 1.0))
-        bc = fem.dirichletbc(PETSc.ScalarType(0.0), dofs, V)
-        # boundary rows: M has 1 on the diagonal, K has 0, so A = M + cK and B = M − cK both
-        # keep u = 0 there (B u_n = u_n = 0 on the boundary)
-        self.M = assemble_matrix(fem.form(u * v * ufl.dx), bcs=[bc], diag=1.0)
-        self.K = assemble_matrix(fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx),
-                                 bcs=[bc], diag=0.0)
-        self.M.assemble()
-        self.K.assemble()
-        self.x = V.tabulate_dof_coordinates()[:, 0].copy()
+        self.x = self.problem.V.tabulate_dof_coordinates()[:, 0].copy()
         self.order = np.argsort(self.x)
-        self.bc_dofs = dofs
-        self.ksp = PETSc.KSP().create(MPI.COMM_SELF)
-        self.ksp.setType("preonly")
-        self.ksp.getPC().setType("lu")
-        self.u, self.b = self.M.createVecRight(), self.M.createVecRight()
         self.n_dofs = self.x.size
 
     def field(self, kappa: float, x_eval: np.ndarray, t_eval: np.ndarray) -> np.ndarray:
-        """u_h on the grid t_eval × x_eval (every t_eval must be a time step)."""
-        PETSc = self.PETSc
-        c = 0.5 * self.dt * kappa
-        A = self.M.copy()
-        A.axpy(c, self.K, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-        B = self.M.copy()
-        B.axpy(-c, self.K, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-        self.ksp.setOperators(A)
-        self.ksp.setUp()
-        u0 = -np.sin(np.pi * self.x)
-        u0[self.bc_dofs] = 0.0
-        self.u.array[:] = u0
-        steps = np.rint(t_eval / self.dt).astype(int)
-        if not np.allclose(steps * self.dt, t_eval, atol=1e-12):
-            raise ValueError("every evaluation time must be a time step")
-        out = np.empty((t_eval.size, x_eval.size))
+        """u_h on the grid t_eval × x_eval (every t_eval must be an output time)."""
+        times = self.problem.stepper.output_times()
+        idx = [int(np.argmin(np.abs(times - t))) for t in t_eval]
+        if not np.allclose(times[idx], t_eval, atol=1e-12):
+            raise ValueError("every evaluation time must be an output time")
         xs = self.x[self.order]
-        n = 0
-        for i, s in enumerate(steps):
-            while n < s:
-                B.mult(self.u, self.b)
-                self.ksp.solve(self.b, self.u)
-                n += 1
-            out[i] = np.interp(x_eval, xs, self.u.array[self.order])
-        A.destroy()
-        B.destroy()
-        return out
+        rows: list[np.ndarray] = []
+
+        def keep(t, u):
+            rows.append(np.interp(x_eval, xs, u.x.array[self.order]))
+
+        res = self.problem.solve_transient(np.array([kappa]), on_output=keep)
+        if not res.ok:
+            raise RuntimeError(res.reason)
+        return np.array(rows)[idx]
 
 
 def bench_fem(cells: int, x, t, kappas, repeat: int) -> dict:
@@ -119,7 +98,7 @@ def bench_fem(cells: int, x, t, kappas, repeat: int) -> dict:
     setup = time.perf_counter() - t0
     errors = {str(k): relative_l2_error(fem.field(k, x, t), x, t, k) for k in kappas}
     q = min(timeit.repeat(lambda: fem.field(0.01, x, t), number=1, repeat=repeat))
-    out = {"method": "FEM P1 + Crank-Nicolson (benchmark's own DOLFINx loop)", "cells": cells,
+    out = {"method": "FEM P1 + Crank-Nicolson (hybrid transient path, heat plug-in)", "cells": cells,
            "n_dofs": fem.n_dofs, "h": h, "dt": dt, "steps": int(round(1.0 / dt)),
            "setup_time_s": setup, "setup_time_first_s": first, "query_time_s": q,
            "rel_l2_error": errors["0.01"], "rel_l2_error_by_kappa": errors}
