@@ -399,3 +399,18 @@ def test_bad_inputs(tmp_path):
         TransientSensitivity(p.stepper)        # ModelProblem's stepper has compiled QoIs
     sens.destroy()
     p.destroy()
+
+
+def test_iterative_solver_tangents():
+    """CG + GAMG (one hierarchy per loop): the tangents solve column by column on it."""
+    comm = MPI.COMM_WORLD
+    gamg = '\n[solver.petsc]\nksp_type = "cg"\npc_type = "gamg"\nksp_rtol = 1e-13\n'
+    p = heat_problem(comm, "crank_nicolson", gamg)
+    st = p.stepper
+    sens = TransientSensitivity(st, qoi={k: p.pb.qoi[k] for k in p.case.qoi})
+    rows = random_rows(p.V, seed=4)
+    out = check_against_differences(st, sens, rows, MU_HEAT)
+    assert out.result.operator_setups == 1 and out.operator_setups == 0
+    assert out.result.iterations > out.result.steps       # iterative, not preonly
+    sens.destroy()
+    p.destroy()
