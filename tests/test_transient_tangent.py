@@ -251,6 +251,25 @@ def test_nonlinear_plugin_tangent_equals_central_differences(scheme, tmp_path):
     p.destroy()
 
 
+def test_adjoint_after_a_loop_at_another_mu():
+    """solve(μ1), a loop at μ2, vjp: the fixed operators are set up again (once each) at μ1."""
+    comm = MPI.COMM_WORLD
+    p = heat_problem(comm, "bdf2")
+    sens = TransientSensitivity(p.stepper, qoi={k: p.pb.qoi[k] for k in p.case.qoi})
+    rows = random_rows(p.V, seed=8)
+    out = sens.run(MU_HEAT, rows)
+    sens.solve(MU_HEAT, rows)
+    p.solve_transient(2 * MU_HEAT)
+    w = comm.bcast(np.random.default_rng(1).standard_normal(out.values.shape))
+    before = sens.operator_setups
+    g = sens.vjp(w)
+    assert sens.operator_setups - before == 2          # BDF2's two operators
+    ref = np.einsum("ji,jip->p", w, out.jac)
+    assert rel(g, ref) <= 1e-10
+    sens.destroy()
+    p.destroy()
+
+
 def test_nonlinear_qoi_with_direct_parameter_dependence(tmp_path):
     """q = ∫ μ0 u² dx: dq/dμ = ∂q/∂u·s + ∂q/∂μ, against differences; adjoint agrees."""
     comm = MPI.COMM_WORLD
@@ -290,7 +309,8 @@ def test_time_dependent_operator():
     """CN with κ(t): J and ∂G/∂u_n change every step; the reverse sweep sets J up per step."""
     comm = MPI.COMM_WORLD
     pb, mu, t, dt = moving_problem(comm)
-    st = TransientSolver(pb, mu, t, dt, scheme="crank_nicolson", qoi=pb.qoi)
+    qoi = {"mean": pb.u * ufl.dx, "weighted": (1 + t) * pb.u * ufl.dx}   # q(u, t)
+    st = TransientSolver(pb, mu, t, dt, scheme="crank_nicolson", qoi=qoi)
     assert st.linear and not st.fixed_operator
     sens = TransientSensitivity(st)
     rows = random_rows(st.V, seed=9)

@@ -180,14 +180,15 @@ class _StepDerivatives:
             opts.delValue(k)
         self._pending = []
 
-    def operator(self, bcs, reassemble_linear: bool) -> tuple[PETSc.KSP, int]:
+    def operator(self, bcs, refresh: bool = False) -> tuple[PETSc.KSP, int]:
         """The KSP of J at the current state and the set-ups this took (0 when reused).
 
-        A linear step's KSP is the loop's own (set up by the step just taken; in a reverse
-        sweep a non-fixed operator is reassembled: ``reassemble_linear``).
+        A linear step's KSP is the loop's own, set up by the step just taken; ``refresh``
+        reassembles it at the current state first (a reverse sweep: a non-fixed operator at
+        every step, a fixed one if another μ was stepped since the trajectory).
         """
         if self.linear:
-            if reassemble_linear and not self.solver.fixed:
+            if refresh:
                 self.solver.solver.assemble_operator()
                 return self.solver.ksp, 1
             return self.solver.ksp, 0
@@ -386,7 +387,7 @@ class TransientSensitivity:
         def on_step(n: int, k: int) -> None:
             st = self._steps[k]
             self._assemble_state_matrices(st)
-            ksp, setups = st.operator(self.bcs, reassemble_linear=False)
+            ksp, setups = st.operator(self.bcs)
             self.operator_setups += setups
             i_n = cur[0]
             s_n, s_nm1, s_new = ring[i_n], ring[(i_n + 2) % 3], ring[(i_n + 1) % 3]
@@ -515,7 +516,8 @@ class TransientSensitivity:
 
         Runs backwards over the trajectory of the last :meth:`solve` (its μ and rows);
         ``w_values`` (n_out, m) and ``w_qoi`` (n_out, n_qoi) default to zero. N transposed
-        solves on the steps' operators (a fixed linear loop: its own factors, no set-up).
+        solves on the steps' operators (a fixed linear loop: its own factors, no set-up —
+        unless the stepper has been run at another μ since, then each is set up once).
         On return ``problem.u`` holds the last state again. Same result on every rank.
         """
         tr = self.trajectory
@@ -528,6 +530,8 @@ class TransientSensitivity:
         if wv.shape != (n_out, m) or wq.shape != (n_out, nq):
             raise ValueError(f"weights must be ({n_out}, {m}) and ({n_out}, {nq}), got "
                              f"{wv.shape} and {wq.shape}")
+        stale = not np.array_equal(ts.mu.values_array(), self._mu)   # factors of another μ
+        refreshed: set[int] = set()
         ts.mu.assign(self._mu)
         for st in self._steps:
             for mat in (st.B, st.C):
@@ -553,7 +557,9 @@ class TransientSensitivity:
                     acc[idx] = self._rhs.duplicate()
                     acc[idx].set(0.0)
             fem_petsc.set_bc(a, self.bcs, alpha=0.0)
-            ksp, setups = st.operator(self.bcs, reassemble_linear=True)
+            refresh = st.linear and (not st.solver.fixed or (stale and id(st) not in refreshed))
+            refreshed.add(id(st))
+            ksp, setups = st.operator(self.bcs, refresh)
             self.operator_setups += setups
             self._solve(ksp, a, self._lam, transpose=True)
             a.destroy()
@@ -573,6 +579,7 @@ class TransientSensitivity:
                 acc[n - 1].axpy(-1.0, self._work)
         a0 = acc.pop(0)
         ts.u.x.array[:] = tr.states[0]
+        ts.t.value = ts.t0
         if 0 in out_step:
             self._add_output_gradient(a0, out_step[0], wv, wq, direct)
         s0 = self._s[0]
