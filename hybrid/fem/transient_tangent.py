@@ -139,10 +139,70 @@ class _StateMatrix:
         self.A.destroy()
 
 
+class _ParameterDerivatives:
+    """∂G/∂μ_p for every p as an (n_local, P) array: ONE assembly of a blocked form.
+
+    With w = (w_0 … w_{P−1}) the test function of V^P (V's element blocked P times, whose
+    DOF layout is V's with P values per node, checked), Σ_p ∂G/∂μ_p(v → w_p) assembles all
+    P vectors in one pass over the cells, one compiled kernel instead of P. Falls back to
+    one form per p (``blocked=False``, or a vector-valued V, or a layout that differs).
+    """
+
+    def __init__(self, G: ufl.Form, V: fem.FunctionSpace, constants, blocked: bool):
+        self.V, self.P = V, len(constants)
+        self.n = V.dofmap.index_map.size_local
+        dG = [parameter_derivative(G, c) for c in constants]
+        self.nonzero = [k for k, f in enumerate(dG) if not f.empty()]
+        self.W = _blocked_space(V, self.P) if (blocked and self.nonzero) else None
+        if self.W is not None:
+            v = G.arguments()[0]
+            w = ufl.TestFunction(self.W)
+            form = sum((ufl.replace(dG[k], {v: w[k]}) for k in self.nonzero[1:]),
+                       ufl.replace(dG[self.nonzero[0]], {v: w[self.nonzero[0]]}))
+            self.form = fem.form(form)
+            self.vec = fem_petsc.create_vector(self.W)
+        else:
+            self.forms = {k: fem.form(dG[k]) for k in self.nonzero}
+            self.vec = fem_petsc.create_vector(V)
+        self.out = np.zeros((self.n, self.P))
+
+    def assemble(self) -> np.ndarray:
+        """The owned values of ∂G/∂μ_p at the current coefficients, (n_local, P).
+
+        Ghost contributions accumulated; the array is reused by the next call.
+        """
+        if self.W is not None:
+            assemble_into(self.form, self.vec)
+            self.out[:] = self.vec.array_r[: self.n * self.P].reshape(self.n, self.P)
+        else:
+            for k, form in self.forms.items():
+                assemble_into(form, self.vec)
+                self.out[:, k] = self.vec.array_r[: self.n]
+        return self.out
+
+    def destroy(self) -> None:
+        self.vec.destroy()
+
+
+def _blocked_space(V: fem.FunctionSpace, P: int) -> fem.FunctionSpace | None:
+    """V^P with V's DOF layout (collective check), or None."""
+    import basix.ufl
+
+    if V.dofmap.index_map_bs != 1 or V.ufl_element().reference_value_shape != ():
+        return None
+    W = fem.functionspace(V.mesh, basix.ufl.blocked_element(V.ufl_element(), shape=(P,)))
+    a, b = V.dofmap.index_map, W.dofmap.index_map
+    same = (a.size_local == b.size_local and a.num_ghosts == b.num_ghosts
+            and np.array_equal(a.ghosts, b.ghosts) and np.array_equal(V.dofmap.list,
+                                                                       W.dofmap.list))
+    return W if V.mesh.comm.allreduce(bool(same), op=MPI.LAND) else None
+
+
 class _StepDerivatives:
     """What the tangent needs of one step residual G: B, C, ∂G/∂μ_p, and J's solver."""
 
-    def __init__(self, ts: TransientSolver, G: ufl.Form, solver, moving: set):
+    def __init__(self, ts: TransientSolver, G: ufl.Form, solver, moving: set,
+                 blocked: bool = True):
         G = pin_quadrature_degrees(G)
         self.solver = solver
         self.linear = isinstance(solver, _LinearStep)
@@ -152,8 +212,7 @@ class _StepDerivatives:
                 form = jacobian(G, w)
                 if not form.empty():
                     setattr(self, name, _StateMatrix(form, moving))
-        self.dG = [None if f.empty() else fem.form(f)
-                   for f in (parameter_derivative(G, c) for c in ts.mu.constants)]
+        self.dG = _ParameterDerivatives(G, ts.V, ts.mu.constants, blocked)
         self.ksp = self.A = None
         self._pending: list[str] = []
         if not self.linear:      # own matrix and KSP for J at the converged state
@@ -204,6 +263,7 @@ class _StepDerivatives:
 
     def destroy(self) -> None:
         self._forget_options()
+        self.dG.destroy()
         for m in (self.B, self.C):
             if m is not None:
                 m.destroy()
@@ -220,18 +280,21 @@ class TransientSensitivity:
             ``stepper.mu`` are μ.
         qoi: the UFL forms of the stepper's QoIs, in its order (default: the stepper's own
             ``qoi_forms``, which must then be UFL forms, not compiled ones).
+        blocked: assemble the P vectors ∂G/∂μ_p of a step as one blocked vector (one pass,
+            one kernel; the default) rather than one form each.
 
     Collective on the mesh communicator.
     """
 
-    def __init__(self, stepper: TransientSolver, qoi: dict | None = None):
+    def __init__(self, stepper: TransientSolver, qoi: dict | None = None,
+                 blocked: bool = True):
         self.ts = ts = stepper
         self.V, self.comm = ts.V, ts.comm
         self.n_local = self.V.dofmap.index_map.size_local
         self.P = len(ts.mu.constants)
         self.bcs = ts.bcs
         moving = {ts.u, ts.u_n, ts.u_nm1, ts.t, ts.t_prev} - {None}
-        self._steps = [_StepDerivatives(ts, G, s, moving)
+        self._steps = [_StepDerivatives(ts, G, s, moving, blocked)
                        for G, s in zip(ts.forms, ts.step_solvers, strict=True)]
         v = ufl.TestFunction(self.V)
         self._dq_du, self._dq_dmu = [], []
@@ -259,6 +322,10 @@ class TransientSensitivity:
         self._work = self._rhs.duplicate()
         self._lam = self._rhs.duplicate()
         self._w = fem.Function(self.V)
+        owned = [bc.dof_indices() for bc in self.bcs]
+        self._bc_rows = np.unique(np.concatenate(
+            [d[:k] for d, k in owned] + [np.zeros(0, dtype=np.int32)]))
+        """Owned Dirichlet DOFs: the rows Z zeroes."""
         self.solves = 0
         """Tangent and adjoint solves, all runs together."""
         self.operator_setups = 0
@@ -391,10 +458,7 @@ class TransientSensitivity:
             self.operator_setups += setups
             i_n = cur[0]
             s_n, s_nm1, s_new = ring[i_n], ring[(i_n + 2) % 3], ring[(i_n + 1) % 3]
-            R = self._R.getDenseArray()
-            for p in range(P):
-                self._tangent_rhs(st, p, s_n[p], s_nm1[p])
-                R[:, p] = self._rhs.array_r
+            self._tangent_rhs(st, s_n, s_nm1)
             self._solve_block(ksp, s_new)
             cur[0] = (i_n + 1) % 3
 
@@ -412,21 +476,19 @@ class TransientSensitivity:
             solves=self.solves - counts[0], operator_setups=self.operator_setups - counts[1],
             matrix_assemblies=self.matrix_assemblies - counts[2])
 
-    def _tangent_rhs(self, st: _StepDerivatives, p: int, s_n: PETSc.Vec,
-                     s_nm1: PETSc.Vec) -> None:
-        """Set ``self._rhs`` to −Z (B s_n + C s_{n−1} + ∂G/∂μ_p)."""
-        rhs = self._rhs
-        if st.dG[p] is not None:
-            assemble_into(st.dG[p], rhs)
-        else:
-            with rhs.localForm() as loc:
-                loc.set(0.0)
-        if st.B is not None:
-            st.B.A.multAdd(s_n, rhs, rhs)
-        if st.C is not None:
-            st.C.A.multAdd(s_nm1, rhs, rhs)
-        rhs.scale(-1.0)
-        fem_petsc.set_bc(rhs, self.bcs, alpha=0.0)
+    def _tangent_rhs(self, st: _StepDerivatives, s_n: list[PETSc.Vec],
+                     s_nm1: list[PETSc.Vec]) -> None:
+        """Set the columns of ``self._R`` to −Z (B s_n^p + C s_{n−1}^p + ∂G/∂μ_p)."""
+        n = self.n_local
+        R = self._R.getDenseArray()
+        R[:, : self.P] = st.dG.assemble()
+        for p in range(self.P):
+            for mat, s in ((st.B, s_n), (st.C, s_nm1)):
+                if mat is not None:
+                    mat.A.mult(s[p], self._work)
+                    R[:, p] += self._work.array_r[:n]
+        R *= -1.0
+        R[self._bc_rows, :] = 0.0
 
     def _solve_block(self, ksp: PETSc.KSP, out: list[PETSc.Vec]) -> None:
         """All P tangent systems at once: J X = R (``KSPMatSolve``).
@@ -563,11 +625,7 @@ class TransientSensitivity:
             self.operator_setups += setups
             self._solve(ksp, a, self._lam, transpose=True)
             a.destroy()
-            lam = self._lam.array_r[: self.n_local]
-            for p, f in enumerate(st.dG):
-                if f is not None:
-                    assemble_into(f, self._work)
-                    grad[p] -= lam @ self._work.array_r[: self.n_local]
+            grad -= self._lam.array_r[: self.n_local] @ st.dG.assemble()
             self._assemble_state_matrices(st)
             if st.B is not None:
                 self._work.set(0.0)
