@@ -56,8 +56,10 @@ side back-substitution for MUMPS). The step forms are differentiated with the st
 quadrature degrees pinned (:func:`hybrid.fem.quadrature.pin_quadrature_degrees`).
 
 Cost, measured on ``cases/heat_block.toml`` (30×30 P1, 961 DOFs, BDF2, 20 steps, P = 11,
-5 rows, serial, on a loaded 2-core machine): one loop 55–85 ms, the loop with its 220
-tangents 2.4–3.1× that, the loop keeping its states plus one adjoint sweep 1.6–2.1×.
+5 rows; a shared 2-core machine under load 4–5): one loop 40–83 ms (median of 7), the loop
+with its 220 tangents 2.3–2.6× that (3.0× on 2 ranks; 5.0× with P single solves and P
+assemblies per step instead of the two batches), the loop keeping its states plus one
+adjoint sweep 1.9–2.0×.
 
 Everything here is collective on the mesh communicator; results are the same on every rank.
 """
