@@ -669,6 +669,8 @@ class ModelProblem:
     def destroy(self) -> None:
         if self.disc is not None:
             self.disc.destroy()
+        if self.__dict__.get("_transient_tl") is not None:
+            self.__dict__.pop("_transient_tl").destroy()
         if self.stepper is not None:
             self.stepper.destroy()
         if self._tl is not None:
@@ -676,6 +678,45 @@ class ModelProblem:
             self._tl = None
         for ind in self.__dict__.pop("_indicators", {}).values():
             ind.destroy()
+
+    # ---------------------------------------------------------------- transient derivatives
+    def transient_jacobian(self, mu: np.ndarray, rows: np.ndarray | None = None):
+        """Outputs over time and their μ-derivatives: one time loop with its tangents.
+
+        Returns a :class:`hybrid.fem.transient_tangent.TransientSensitivities` (unpacks as
+        ``times, values, jac, qoi, qoi_jac``): at the output times t_j, values y_{j,i} =
+        l_i·u(t_j) (n_out, m), jac = dy/dμ (n_out, m, P), the case's QoIs (n_out, n_qoi) and
+        qoi_jac (n_out, n_qoi, P) — the exact derivative of the discrete scheme, by the
+        tangent-linear recursion J_n s_{n+1} = −(∂G/∂u_n s_n + ∂G/∂u_{n−1} s_{n−1} +
+        ∂G/∂μ) on each step's own operator (P solves per step; no extra set-up for a
+        linear loop with a fixed operator). ``rows``: (m, N) functionals l_i in store
+        ordering, read on root (None elsewhere); None on root: the case's observations
+        (sensors and averages; fluxes are refused). Same result on every rank; collective.
+        """
+        from hybrid.errors import CaseError
+        from hybrid.fem.transient_tangent import TransientSensitivity
+
+        if not self.transient:
+            raise ValueError("transient_jacobian needs a transient problem (Problem.time)")
+        root = self.ordering.root
+        mine = self.comm.rank == root
+        use_case = self.comm.bcast(rows is None if mine else None, root=root)
+        if use_case:
+            if self.case.observations.fluxes:
+                raise CaseError(f"{self.case.path}: observations.fluxes: boundary fluxes of a "
+                                "transient model are not differentiated; use sensors or "
+                                "averages")
+            owned = self._observation_rows_owned()
+        else:
+            rows = np.atleast_2d(np.asarray(rows, dtype=float)) if mine else None
+            m = self.comm.bcast(rows.shape[0] if mine else 0, root=root)
+            owned = [self.ordering.scatter(rows[i] if mine else None) for i in range(m)]
+        sens = self.__dict__.get("_transient_tl")
+        if sens is None:
+            sens = TransientSensitivity(self.stepper,
+                                        qoi={k: self.pb.qoi[k] for k in self.case.qoi})
+            self.__dict__["_transient_tl"] = sens
+        return sens.run(np.asarray(mu, dtype=float), owned)
 
 
 def _weighted(weights, forms) -> ufl.Form:

@@ -141,7 +141,11 @@ class TransientSolver:
         self.u_n = problem.u_prev if self.user_step else fem.Function(self.V, name="u_n")
         self.u_nm1 = fem.Function(self.V, name="u_nm1") if self.scheme == "bdf2" else None
         forms = self._step_forms()            # [(G, n_from)]: G used from step n_from on
-        self._qoi = {k: fem.form(f) for k, f in (qoi or {}).items()}
+        self.forms = forms
+        """The step residual(s) G (UFL): [G] or, for BDF2, [G_BE, G_BDF2] (the tangent uses
+        them, :mod:`hybrid.fem.transient_tangent`)."""
+        self.qoi_forms = dict(qoi or {})
+        self._qoi = {k: fem.form(f) for k, f in self.qoi_forms.items()}
         self._initial = self._initial_value(problem.initial)
         self._steppers = [self._stepper(G, petsc_options, f"{name}_{next(_ids)}")
                           for G in forms]
@@ -209,6 +213,11 @@ class TransientSolver:
         return _NewtonStep(G, self.u, J, self.bcs, opts, prefix + "_")
 
     @property
+    def step_solvers(self) -> list:
+        """The solver of each step residual in :attr:`forms` (``_LinearStep``/``_NewtonStep``)."""
+        return self._steppers
+
+    @property
     def linear(self) -> bool:
         return all(isinstance(s, _LinearStep) for s in self._steppers)
 
@@ -223,10 +232,13 @@ class TransientSolver:
                          for f in self._qoi.values()], dtype=float)
 
     def run(self, mu: Sequence[float], on_output: Callable | None = None,
-            keep_fields: bool = False) -> TransientResult:
+            keep_fields: bool = False, on_step: Callable | None = None) -> TransientResult:
         """Set μ, write u0 and step to t_end; never raises for a solver failure.
 
         ``on_output(t, u)`` is called (collectively) at each output time, t0 included.
+        ``on_step(n, k)`` is called (collectively) after step n (t_n → t_{n+1}) converged,
+        before that time's ``on_output``, with ``u`` = u_{n+1} and ``u_n``, ``u_nm1``, ``t``,
+        ``t_prev`` still those of the step; k indexes :attr:`forms` (the residual used).
         On return ``problem.u`` holds the last computed step.
         """
         self.mu.assign(mu)
@@ -251,7 +263,8 @@ class TransientSolver:
             s.assembled = False
         its, reason, ok, n = 0, "no step", True, 0
         for n in range(self.n_steps):
-            stepper = self._steppers[min(n, len(self._steppers) - 1)]
+            k = min(n, len(self._steppers) - 1)
+            stepper = self._steppers[k]
             tn, tn1 = self.t0 + n * self.dt, self.t0 + (n + 1) * self.dt
             if self.u_nm1 is not None:
                 self.u_nm1.x.array[:] = self.u_n.x.array
@@ -263,6 +276,8 @@ class TransientSolver:
                 ok, reason = False, f"step {n + 1} (t = {tn1:.6g}): {res.reason}"
                 break
             reason = res.reason
+            if on_step is not None:
+                on_step(n, k)
             if (n + 1) % self.every == 0 or n + 1 == self.n_steps:
                 output(tn1)
         steps = n + 1 if ok else n
@@ -287,6 +302,11 @@ class _LinearStep:
         self.solver, self.fixed = solver, fixed
         self.operator_setups, self.assembled = 0, False
 
+    @property
+    def ksp(self) -> PETSc.KSP:
+        """The KSP whose operator is this step's J (set up by the last :meth:`step`)."""
+        return self.solver.ksp
+
     def step(self, u: fem.Function) -> SolveResult:
         if not (self.fixed and self.assembled):
             self.solver.assemble_operator()
@@ -303,6 +323,7 @@ class _NewtonStep:
 
     def __init__(self, G, u, J, bcs, options: dict, prefix: str):
         self.u = u
+        self.options = dict(options)
         self.problem = fem_petsc.NonlinearProblem(G, u, bcs=list(bcs), J=J,
                                                   petsc_options_prefix=prefix)
         self.snes = self.problem.solver
