@@ -204,3 +204,22 @@ def test_store_refuses_bad_trajectories_and_time_records(campaign, tmp_path):
     (bad / "store.json").write_text(json.dumps(m))
     with pytest.raises(StoreError, match="must be output times"):
         SnapshotStore(bad)
+
+
+def test_fem_jacobian_over_time_matches_central_differences(campaign):
+    """FEMModel.jacobian of a transient case: the tangent loop, rows at the observation times."""
+    from hybrid.fem.model import FEMModel
+
+    case, store = campaign
+    m = FEMModel(load_case(case), MPI.COMM_SELF)
+    mu = store.trajectories()[0][2]
+    y, J = m.jacobian(mu)
+    np.testing.assert_allclose(y, m.observe(mu), rtol=0, atol=1e-13)
+    assert J.shape == (12, mu.size)
+    for p in (0, 4, 9, 10):
+        h = 1e-5 * max(1.0, abs(mu[p]))
+        e = np.zeros_like(mu)
+        e[p] = h
+        fd = (m.observe(mu + e) - m.observe(mu - e)) / (2 * h)
+        np.testing.assert_allclose(J[:, p], fd, rtol=1e-6, atol=1e-9 * np.abs(y).max())
+    m.close()

@@ -115,11 +115,35 @@ class FEMModel:
         directly). Raises
         :class:`SolveFailed`. Collective on ``comm``; the result is on every rank.
         """
+        if self.transient:
+            return self._transient_jacobian(mu)
         s = self._solved(mu)
         t0 = time.perf_counter()
         J = self.problem.observation_jacobian(s.mu)
         self.time += time.perf_counter() - t0
         return s.observations, J
+
+    def _transient_jacobian(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """y(μ) and dy/dμ of a transient case: one time loop with its P tangents per step.
+
+        ``ModelProblem.transient_jacobian`` (:mod:`hybrid.fem.transient_tangent`): the exact
+        derivative of the discrete scheme, on each step's own factorisation. The rows are
+        those of the case's observation times (time-major, as :meth:`observe`). Counted as
+        one solve; not committed to an enrichment store (the loop keeps no fields).
+        """
+        from hybrid.errors import SolveFailed
+
+        mu = self.case.parameters.check(self._same_mu(mu))
+        t0 = time.perf_counter()
+        sens = self.problem.transient_jacobian(mu)
+        self.time += time.perf_counter() - t0
+        self.n_solves += 1
+        if not sens.result.ok:
+            raise SolveFailed(f"FEM solve at mu={np.round(mu, 6).tolist()} failed: "
+                              f"{sens.result.reason}")
+        k = self.problem.observation_steps
+        P = mu.size
+        return sens.values[k].reshape(-1), sens.jac[k].reshape(-1, P)
 
     def commit(self, store: Path, state: FEMState, run_id: str = "coupler",
                index: int | None = None) -> int | None:
