@@ -63,6 +63,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.linalg import lapack
 
 from hybrid.surrogate.errors import SurrogateError
 from hybrid.surrogate.pod import gram_schmidt
@@ -90,6 +91,15 @@ def fill_affine_recursion(z0: np.ndarray, T: np.ndarray, n_states: int,
         if filled < n_states:
             P = P @ P
     return Z
+
+
+def _spd_solve(K: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """K⁻¹B for a symmetric positive definite K by one Cholesky (SurrogateError if not SPD)."""
+    _, x, info = lapack.dposv(K, B, lower=1)
+    if info != 0:
+        raise SurrogateError("the reduced step matrix is not positive definite (theta_q <= 0, "
+                             "or a basis that is not in the free DOFs?)")
+    return x
 
 
 class GalerkinTimeROM:
@@ -139,6 +149,14 @@ class GalerkinTimeROM:
         self.C0 = sla.cho_solve(self._Mr_lu, (u0 @ MPt).T).T    # (Q0, r)
         E0 = u0 - self.C0 @ Phi
         self.G0 = E0 @ np.asarray(M @ E0.T)                      # (Q0, Q0)
+        r = self.r
+        self._A_flat = self.A_r.reshape(len(A), r * r)
+        self._Mdt = np.asfortranarray(self.M_r / self.dt)
+        self._T = np.zeros((r + 1, r + 1))                       # augmented one-step map
+        self._T[r, r] = 1.0
+        self._T2 = np.zeros((2 * r + 1, 2 * r + 1))              # BDF2 companion map
+        self._T2[:r, r:2 * r] = np.eye(r)
+        self._T2[2 * r, 2 * r] = 1.0
         self.has_bound = mu_ref is not None
         if self.has_bound:
             self._riesz(M, A, f, MPt, APt, np.asarray(mu_ref, dtype=float))
@@ -186,51 +204,49 @@ class GalerkinTimeROM:
 
     def solve_theta(self, ta: np.ndarray, tf: np.ndarray, t0: np.ndarray,
                     method: str = "doubling") -> np.ndarray:
-        """:meth:`solve` from θ(μ), ϑ(μ), ϑ0(μ) (the fast path: no θ trees)."""
+        """:meth:`solve` from θ(μ), ϑ(μ), ϑ0(μ) (the fast path: no θ trees).
+
+        The step matrices are symmetric positive definite (M_r, A_r,q symmetric, θ > 0), so
+        each is factorised by one Cholesky (LAPACK ``dposv``, all right-hand sides at once).
+        """
         if method not in TRAJECTORY_METHODS:
             raise SurrogateError(f"unknown method {method!r}; expected one of "
                                  f"{TRAJECTORY_METHODS}")
-        r, dt, n = self.r, self.dt, self.n_steps
-        Ar = np.tensordot(ta, self.A_r, axes=1)
+        r, n = self.r, self.n_steps
+        Ar = (ta @ self._A_flat).reshape(r, r)
         fr = tf @ self.f_r
         c0 = t0 @ self.C0
-        Mdt = self.M_r / dt
+        Mdt = self._Mdt
         if self.scheme != "bdf2":
             half = 0.5 if self.scheme == "crank_nicolson" else 1.0
-            rhs = np.empty((r, r + 1))
-            rhs[:, :r] = Mdt - (1.0 - half) * Ar
+            rhs = np.empty((r, r + 1), order="F")
+            rhs[:, :r] = Mdt if half == 1.0 else Mdt - 0.5 * Ar
             rhs[:, r] = fr
-            Gh = np.linalg.solve(Mdt + half * Ar, rhs)           # [G, h]: one LU
-            T = np.zeros((r + 1, r + 1))
+            Gh = _spd_solve(Mdt + half * Ar, rhs)                # [G, h]: one factorisation
+            T = self._T
             T[:r, :r] = Gh[:, :r].T
             T[r, :r] = Gh[:, r]
-            T[r, r] = 1.0
             z0 = np.empty(r + 1)
             z0[:r], z0[r] = c0, 1.0
             return fill_affine_recursion(z0, T, n + 1, method)[:, :r]
-        rhs = np.empty((r, r + 1))
+        rhs = np.empty((r, r + 1), order="F")
         rhs[:, :r] = Mdt
         rhs[:, r] = fr
-        Gh = np.linalg.solve(Mdt + Ar, rhs)                      # the BE start step
+        Gh = _spd_solve(Mdt + Ar, rhs)                          # the BE start step
         c1 = Gh[:, :r] @ c0 + Gh[:, r]
         out = np.empty((n + 1, r))
         out[0] = c0
         if n == 1:
             out[1] = c1
             return out
-        rhs = np.empty((r, 2 * r + 1))
-        rhs[:, :r] = 2.0 * Mdt
-        rhs[:, r:2 * r] = -0.5 * Mdt
-        rhs[:, 2 * r] = fr
-        G = np.linalg.solve(1.5 * Mdt + Ar, rhs)                 # [G1, G2, h]
-        m = 2 * r + 1
-        T = np.zeros((m, m))
-        T[:r, :r] = G[:, :r].T
-        T[r:2 * r, :r] = G[:, r:2 * r].T
-        T[:r, r:2 * r] = np.eye(r)
-        T[2 * r, :r] = G[:, 2 * r]
-        T[2 * r, 2 * r] = 1.0
-        z1 = np.empty(m)
+        rhs[:, :r] = Mdt
+        G = _spd_solve(1.5 * Mdt + Ar, rhs)                      # [H, h]: G1 = 2H, G2 = −H/2
+        T = self._T2
+        Ht = G[:, :r].T
+        T[:r, :r] = 2.0 * Ht
+        T[r:2 * r, :r] = -0.5 * Ht
+        T[2 * r, :r] = G[:, r]
+        z1 = np.empty(2 * r + 1)
         z1[:r], z1[r:2 * r], z1[2 * r] = c1, c0, 1.0
         out[1:] = fill_affine_recursion(z1, T, n, method)[:, :r]
         return out

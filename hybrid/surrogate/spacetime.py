@@ -8,8 +8,8 @@ X inner product in space (the mass matrix, or the energy matrix; rows as in :mod
 
 so ‖u‖²_{X,T} ≈ ∫ ‖u(t)‖²_X dt. The space–time POD basis Φ (rows φ_k, X-orthonormal)
 minimises Σ_s ‖u_s − P_Φ u_s‖²_{X,T} with P_Φ the X-orthogonal projection at each time.
-That is the POD (:func:`hybrid.surrogate.pod.pod`) of the S·n_t weighted rows √w_n u_s(t_n),
-and by Eckart–Young, with σ_k its singular values,
+That is the POD (as :func:`hybrid.surrogate.pod.pod`, ``"qr"``) of the S·n_t weighted rows
+√w_n u_s(t_n), and by Eckart–Young, with σ_k its singular values,
 
     Σ_s ‖u_s − P_Φn u_s‖²_{X,T} = Σ_{k>n} σ_k²       (``method="direct"``).
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hybrid.surrogate.errors import SurrogateError
-from hybrid.surrogate.pod import _apply, gram_schmidt, norms, pod
+from hybrid.surrogate.pod import POD, _apply, _truncation, gram_schmidt, norms
 
 SPACETIME_METHODS = ("two_level", "direct")
 
@@ -138,6 +138,31 @@ class SpaceTimePOD:
         return self.modes[:n].copy()
 
 
+def _pod_rows(Y: np.ndarray, X, *, modes: int | None = None, energy: float | None = None,
+              rtol: float = 1e-13) -> POD:
+    """POD of the rows of Y: X-orthonormal basis Q of their span, then an SVD of Y X Qᵀ.
+
+    :func:`hybrid.surrogate.pod.gram_schmidt` with its default 64-row blocks lost
+    X-orthonormality (‖QXQᵀ − I‖ = 1e-2 … 1e-1) on level 2's collected modes of the 12×12
+    heat block (nearly dependent rows across trajectories, the span nearly the whole free
+    space; one-row blocks gave 1e-15). A second Gram–Schmidt pass over Q (as
+    :mod:`hybrid.surrogate.rb` polishes its bases) restores it to 1e-15, and the SVD of the
+    small matrix Y X Qᵀ is then exact whatever spurious directions Q may hold.
+    """
+    n0 = norms(Y, X)
+    Q, _ = gram_schmidt(Y, X, rtol=1e-13, atol=1e-14 * float(n0.max(initial=0.0)))
+    Q, _ = gram_schmidt(Q, X, rtol=1e-8)
+    R = Y @ _apply(X, Q).T
+    _, s, Vt = np.linalg.svd(R, full_matrices=False)
+    basis = Vt @ Q
+    total = float(np.sum(n0 ** 2))
+    n = _truncation(s, total, modes, energy, rtol)
+    if n == 0:
+        raise SurrogateError("the trajectories are all zero: no space-time POD basis")
+    return POD(modes=np.ascontiguousarray(basis[:n]), singular_values=s, total_energy=total,
+               method="qr")
+
+
 def _fixed_basis(fixed, X, N: int) -> tuple[np.ndarray, np.ndarray]:
     if fixed is None or np.size(fixed) == 0:
         return np.zeros((0, N)), np.zeros((0, N))
@@ -196,7 +221,7 @@ class TwoLevelPOD:
         e = float(np.sum(norms(Y, self.X) ** 2))
         self.energy += e
         if e > 0:
-            p = pod(Y, self.X, method="qr", rtol=self.level1_rtol)
+            p = _pod_rows(Y, self.X, rtol=self.level1_rtol)
             k = p.n_modes
             s = p.singular_values
             self.tail += max(e - float(np.sum(s[:k] ** 2)), 0.0)
@@ -216,7 +241,7 @@ class TwoLevelPOD:
             raise SurrogateError("the trajectories lie in the span of the fixed vectors: "
                                  "nothing to compress")
         Z = np.vstack(self._rows)
-        p = pod(Z, self.X, modes=modes, energy=energy, method="qr")
+        p = _pod_rows(Z, self.X, modes=modes, energy=energy)
         basis = _append(Q, self._XQ, p.modes, self.X)
         self.seconds += time.perf_counter() - t0
         return SpaceTimePOD(modes=np.ascontiguousarray(basis),
@@ -262,7 +287,7 @@ def spacetime_pod(
     Q, XQ = _fixed_basis(fixed, X, N)
     Y = (np.sqrt(time_weights(times))[None, :, None] * U).reshape(S * nt, N)
     Y = _remove(Y, Q, XQ)
-    p = pod(Y, X, modes=modes, energy=energy, method="qr")
+    p = _pod_rows(Y, X, modes=modes, energy=energy)
     basis = _append(Q, XQ, p.modes, X)
     return SpaceTimePOD(modes=np.ascontiguousarray(basis), singular_values=p.singular_values,
                         total_energy=p.total_energy, method="direct", n_fixed=Q.shape[0],
