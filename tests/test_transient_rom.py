@@ -28,6 +28,7 @@ from hybrid.fem.problems import create_problem
 from hybrid.surrogate.errors import SurrogateError
 from hybrid.surrogate.galerkin_time import GalerkinTimeROM, fill_affine_recursion
 from hybrid.surrogate.spacetime import (
+    TwoLevelPOD,
     project,
     relative_spacetime_errors,
     spacetime_norms,
@@ -272,3 +273,15 @@ def test_rom_refuses_bad_input():
         rom.bound(h.sample(1, 0)[0])
     with pytest.raises(SurrogateError, match="unknown method"):
         rom.solve(h.sample(1, 0)[0], method="euler")
+
+
+def test_two_level_keeps_the_projections_of_its_trajectories():
+    t, U, _, _ = data("bdf2")
+    h = heat("bdf2")
+    M = h.static.mass
+    tl = TwoLevelPOD(t, M, fixed=h.shape[None], level1_rtol=1e-9, keep_coefficients=True)
+    for U_s in U:
+        tl.add(U_s)
+    p = tl.finish(modes=15)
+    ref = project(p.modes, U, M)
+    assert np.max(np.abs(tl.coefficients(p.modes) - ref)) < 1e-7 * np.max(np.abs(ref))

@@ -193,9 +193,13 @@ class TwoLevelPOD:
         X: spatial inner product (sparse SPD) or None.
         fixed: vectors the basis must contain (projected out before level 1).
         level1_rtol: level 1 keeps σ_{s,k} > level1_rtol · σ_{s,1}.
+        keep_coefficients: keep each trajectory's level-1 factors, so that
+            :meth:`coefficients` can project the (compressed) trajectories onto the final
+            basis without the trajectories themselves.
     """
 
-    def __init__(self, times: np.ndarray, X=None, *, fixed=None, level1_rtol: float = 1e-7):
+    def __init__(self, times: np.ndarray, X=None, *, fixed=None, level1_rtol: float = 1e-7,
+                 keep_coefficients: bool = False):
         self.times = np.asarray(times, dtype=float)
         self.sw = np.sqrt(time_weights(self.times))
         self.X = X
@@ -207,6 +211,9 @@ class TwoLevelPOD:
         self.tail = 0.0
         self.energy = 0.0
         self.seconds = 0.0
+        self.keep = bool(keep_coefficients)
+        self._fixed_c: list[np.ndarray] = []     # U_s X Q_fixedᵀ (n_t, n_fixed)
+        self._left: list[np.ndarray] = []        # A_s = Y_s X V_sᵀ (n_t, k_s)
 
     def add(self, U_s: np.ndarray) -> None:
         """Compress one trajectory (n_t, N) (level 1)."""
@@ -217,6 +224,8 @@ class TwoLevelPOD:
                                  f"got {U_s.shape}")
         if self._Q is None:
             self._Q, self._XQ = _fixed_basis(self.fixed, self.X, U_s.shape[1])
+        if self.keep:
+            self._fixed_c.append(U_s @ self._XQ.T)
         Y = _remove(self.sw[:, None] * U_s, self._Q, self._XQ)
         e = float(np.sum(norms(Y, self.X) ** 2))
         self.energy += e
@@ -227,9 +236,34 @@ class TwoLevelPOD:
             self.tail += max(e - float(np.sum(s[:k] ** 2)), 0.0)
             self._rows.append(s[:k, None] * p.modes)
             self.ranks.append(k)
+            if self.keep:
+                self._left.append(Y @ _apply(self.X, p.modes).T)
         else:
             self.ranks.append(0)
+            if self.keep:
+                self._left.append(np.zeros((self.times.size, 0)))
         self.seconds += time.perf_counter() - t0
+
+    def coefficients(self, modes: np.ndarray) -> np.ndarray:
+        """Projections c_s(t_n) = ũ_s(t_n) X Φᵀ of the level-1 compressions ũ_s, (S, n_t, n).
+
+        ũ_s = P_fixed u_s + diag(w)^{-1/2} A_s V_s differs from u_s by the trajectory's level-1
+        tail: Σ_n w_n ‖u_s(t_n) − ũ_s(t_n)‖²_X = Σ_{k>k_s} σ_{s,k}².
+        """
+        if not self.keep:
+            raise SurrogateError("coefficients() needs keep_coefficients=True")
+        XPhi = _apply(self.X, np.atleast_2d(modes))
+        QX = self._Q @ XPhi.T                              # (n_fixed, n)
+        out = np.empty((len(self.ranks), self.times.size, XPhi.shape[0]))
+        rows = iter(self._rows)
+        for s, (F, A) in enumerate(zip(self._fixed_c, self._left, strict=True)):
+            c = F @ QX
+            if A.shape[1]:
+                Z = next(rows)                             # σ_k φ_k rows
+                sig = norms(Z, self.X)
+                c += (A / sig) @ (Z @ XPhi.T) / self.sw[:, None]
+            out[s] = c
+        return out
 
     def finish(self, *, modes: int | None = None, energy: float | None = None) -> SpaceTimePOD:
         """Level 2: the POD of the collected scaled modes, truncated by rank or energy."""
