@@ -129,11 +129,12 @@ def test_spacetime_pod_nn_reaches_its_accuracy_on_held_out_trajectories():
     cfg = TrainingConfig(width=32, depth=2, adam_epochs=200, lbfgs_iterations=600,
                          device="cpu", threads=1, seed=0, eval_every=50, patience=6)
     st, res = train_spacetime_network(mu_tr, TIMES, C_tr, LOWER, UPPER, cfg, validation=6)
-    pred = np.array([st.trajectory(m) for m in mu_te])
+    pred = np.array([st.trajectory(m, c[0]) for m, c in zip(mu_te, C_te, strict=True)])
     err = rel_st(C_te, pred)
     assert err.mean() < 1e-3 and err.max() < 5e-3, err
     one = st.predict(mu_te[0], TIMES[[0, 7, 20]])
-    assert np.allclose(one, pred[0][[0, 7, 20]], rtol=1e-12, atol=1e-14)
+    assert np.allclose(one[1:], pred[0][[7, 20]], rtol=1e-12, atol=1e-14)
+    assert np.allclose(one[0], st.trajectory(mu_te[0])[0], rtol=1e-12, atol=1e-14)
 
 
 def test_time_feature():

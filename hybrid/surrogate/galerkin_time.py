@@ -16,11 +16,14 @@ to round-off (tests/test_transient_rom.py).
 **Online cost.** Per μ one r×r LU of the step matrix K (BE/CN: M_r/Δt + A_r resp.
 + A_r/2; BDF2 one more, for its BE start), solved for r+1 right-hand sides at once: the step
 is affine, c^{n+1} = G c^n (+ G₂ c^{n−1}) + h, i.e. linear on the augmented state
-z^n = [c^n, (c^{n−1},) 1]. ``method="doubling"`` (default) fills all states by recursive
+z^n = [c^n, (c^{n−1},) 1]. ``method="doubling"`` fills all states by recursive
 doubling, Z[m:2m] = Z[0:m] · T^m with T^{2m} = (T^m)², so 100 steps take ⌈log₂ 101⌉ = 7
 block products and 6 squarings instead of 100 dependent matrix–vector products (whose
-per-call overhead dominates at r ≈ 25); ``"sequential"`` is the plain loop.
-benchmarks/transient_rom.py measures both.
+per-call overhead dominates at r ≈ 25); ``"sequential"`` is the plain loop. The squarings
+cost 6·2m³ flops for a state of size m against the loop's 100·2m², so doubling wins only
+while the loop's per-call overhead (~1 µs) dominates: ``"auto"`` (default) doubles up to
+m = 96 (BE/CN r ≤ 95, BDF2 r ≤ 47), from the timings on this machine (benchmarks/transient_rom.py
+reports both methods at every rank).
 
 **Error bound** (Grepl & Patera 2005; Haasdonk & Ohlberger 2008). X is the energy matrix at a
 reference parameter μ̄, X = Σ_q θ_q(μ̄) A_q (on F), and, for A_q symmetric PSD and θ_q > 0,
@@ -70,13 +73,16 @@ from hybrid.surrogate.pod import gram_schmidt
 from hybrid.surrogate.reductor import energy_matrix, free_dofs
 
 SCHEMES = ("backward_euler", "crank_nicolson", "bdf2")
-TRAJECTORY_METHODS = ("doubling", "sequential")
+TRAJECTORY_METHODS = ("auto", "doubling", "sequential")
+DOUBLING_MAX_STATE = 96     # "auto": doubling up to this state size (r + 1, or 2r + 1 for BDF2)
 
 
 def fill_affine_recursion(z0: np.ndarray, T: np.ndarray, n_states: int,
-                          method: str = "doubling") -> np.ndarray:
+                          method: str = "auto") -> np.ndarray:
     """States Z[n] = z0 · Tⁿ, n = 0 … n_states−1, (n_states, m) (rows; see module docstring)."""
     m = z0.size
+    if method == "auto":
+        method = "doubling" if m <= DOUBLING_MAX_STATE else "sequential"
     Z = np.empty((n_states, m))
     Z[0] = z0
     if method == "sequential":
@@ -197,13 +203,13 @@ class GalerkinTimeROM:
     def initial_coefficients(self, mu) -> np.ndarray:
         return np.asarray(self.theta_0(np.asarray(mu, dtype=float)), dtype=float) @ self.C0
 
-    def solve(self, mu, method: str = "doubling") -> np.ndarray:
+    def solve(self, mu, method: str = "auto") -> np.ndarray:
         """Reduced coefficients c^n at every step, (n_steps + 1, r) (c⁰ first)."""
         ta, tf, t0 = self._coefficients(mu)
         return self.solve_theta(ta, tf, t0, method)
 
     def solve_theta(self, ta: np.ndarray, tf: np.ndarray, t0: np.ndarray,
-                    method: str = "doubling") -> np.ndarray:
+                    method: str = "auto") -> np.ndarray:
         """:meth:`solve` from θ(μ), ϑ(μ), ϑ0(μ) (the fast path: no θ trees).
 
         The step matrices are symmetric positive definite (M_r, A_r,q symmetric, θ > 0), so

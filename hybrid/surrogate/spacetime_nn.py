@@ -17,10 +17,21 @@ more input, every (trajectory, output time) pair one training row, and validatio
 whole trajectories. The training loss is the mean squared relative error per row
 (‖c_NN − c‖²/‖c‖², the steady POD-NN's), which bounds the space–time relative error. A
 whole trajectory is one batched forward pass over its n_t rows.
+
+Two options keep that per-row relative loss well posed:
+
+* the initial time is not learned: c(μ, t0) = c0(μ), the projection of the initial state,
+  is known exactly (u0(μ) = Σ ϑ0_q u0_q) and passed to :meth:`SpaceTimeNetwork.trajectory`;
+  a row at t0 whose state is nearly zero (a small initial amplitude) would otherwise weigh
+  1/‖c‖² in the loss;
+* an amplitude a(μ) > 0 (as in the steady POD-NN): the network learns c/a(μ), so rows
+  whose size varies over decades with μ (a linear model scales with its source and its
+  initial amplitude) become O(1) targets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +77,7 @@ class SpaceTimeNetwork:
         t0, t_end, transform: the time feature.
         times: the output times a :meth:`trajectory` is evaluated at by default.
         state, config: the torch state (numpy arrays) and the network's config.
+        amplitude: μ ↦ a(μ) > 0 the network's outputs are scaled by, or None.
     """
 
     net: NumpyNetwork
@@ -75,6 +87,7 @@ class SpaceTimeNetwork:
     times: np.ndarray
     state: dict
     config: dict
+    amplitude: Callable | None = None
 
     def __post_init__(self):
         self._tau = time_feature(self.times, self.t0, self.t_end, self.transform)
@@ -82,21 +95,34 @@ class SpaceTimeNetwork:
         self._X = np.empty((self.times.size, P + 1))
         self._X[:, P] = self._tau
 
-    def trajectory(self, mu: np.ndarray) -> np.ndarray:
-        """c(μ, t_n) at every output time, (n_t, n): one batched forward pass."""
+    def _amp(self, mu, k: int):
+        return None if self.amplitude is None else np.full(k, float(self.amplitude(mu)))
+
+    def trajectory(self, mu: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
+        """c(μ, t_n) at every output time, (n_t, n): one batched forward pass.
+
+        With ``c0`` (the initial coefficients) the first row is c0, as in training with
+        ``skip_initial``; without it the network's value at t0.
+        """
         self._X[:, :-1] = mu
-        return self.net.batch(self._X)
+        out = self.net.batch(self._X, self._amp(mu, self.times.size))
+        if c0 is not None:
+            out[0] = c0
+        return out
 
     def predict(self, mu: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """c(μ, t) at arbitrary times in [t0, t_end], (len(times), n)."""
+        """The network's c(μ, t) at arbitrary times in [t0, t_end], (len(times), n)."""
         tau = time_feature(times, self.t0, self.t_end, self.transform)
-        return self.net.batch(rows(np.asarray(mu, dtype=float)[None], tau))
+        return self.net.batch(rows(np.asarray(mu, dtype=float)[None], tau),
+                              self._amp(mu, tau.size))
 
 
 def train_spacetime_network(mu: np.ndarray, times: np.ndarray, C: np.ndarray,
                             lower: np.ndarray, upper: np.ndarray, cfg, *,
                             log_mask: np.ndarray | None = None, transform: str = "sqrt",
-                            validation: int | float = 0.1, seed: int = 0):
+                            validation: int | float = 0.1, seed: int = 0,
+                            amplitude: Callable | None = None, skip_initial: bool = True,
+                            extra: tuple | None = None):
     """Train the (μ, t) network on trajectories' coefficients C (S, n_t, n) at ``times``.
 
     Args:
@@ -111,6 +137,12 @@ def train_spacetime_network(mu: np.ndarray, times: np.ndarray, C: np.ndarray,
         transform: the time feature (:data:`TIME_TRANSFORMS`).
         validation: trajectories held out for validation/early stopping (count or fraction).
         seed: seed of the validation split.
+        amplitude: μ ↦ a(μ) > 0 (the network learns c/a), or None.
+        skip_initial: leave the rows at t0 out (the initial state is known exactly).
+        extra: more training trajectories (mu_x (S_x, P), times_x, C_x (S_x, n_tx, n)) on
+            their own time grid in [t0, t_end] — e.g. Galerkin-ROM trajectories at many more
+            parameters (the time-dependent analogue of the steady POD-NN's collocation
+            points, whose targets are reduced Galerkin solutions); never used for validation.
 
     Returns:
         (:class:`SpaceTimeNetwork`, the :class:`~hybrid.surrogate.training.TrainingResult`).
@@ -132,17 +164,43 @@ def train_spacetime_network(mu: np.ndarray, times: np.ndarray, C: np.ndarray,
     vi, ti = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     n = C.shape[2]
     lm = np.zeros(P, dtype=bool) if log_mask is None else np.asarray(log_mask, dtype=bool)
+    k0 = 1 if skip_initial else 0
+    tau_fit = tau[k0:]
+
+    def amps(idx):
+        if amplitude is None:
+            return None
+        a = np.array([float(amplitude(m)) for m in mu[idx]])
+        if np.any(~(a > 0)):
+            raise SurrogateError("the amplitude must be > 0 at every training parameter")
+        return np.repeat(a, tau_fit.size)
+
+    X_tr, Y_tr, A_tr = rows(mu[ti], tau_fit), C[ti, k0:].reshape(-1, n), amps(ti)
+    if extra is not None:
+        mu_x, t_x, C_x = (np.asarray(v, dtype=float) for v in extra)
+        mu_x = np.atleast_2d(mu_x)
+        if C_x.shape[:2] != (mu_x.shape[0], t_x.size) or C_x.shape[2] != n:
+            raise SurrogateError(f"extra coefficients must have shape ({mu_x.shape[0]}, "
+                                 f"{t_x.size}, {n}), got {C_x.shape}")
+        X_tr = np.vstack([X_tr, rows(mu_x, time_feature(t_x, t0, t_end, transform))])
+        Y_tr = np.vstack([Y_tr, C_x.reshape(-1, n)])
+        if amplitude is not None:
+            a = np.array([float(amplitude(m)) for m in mu_x])
+            if np.any(~(a > 0)):
+                raise SurrogateError("the amplitude must be > 0 at every training parameter")
+            A_tr = np.r_[A_tr, np.repeat(a, t_x.size)]
     data = TrainingData(
-        mu_train=rows(mu[ti], tau), c_train=C[ti].reshape(-1, n),
-        mu_val=rows(mu[vi], tau) if n_val else np.zeros((0, P + 1)),
-        c_val=C[vi].reshape(-1, n) if n_val else np.zeros((0, n)),
+        mu_train=X_tr, c_train=Y_tr,
+        mu_val=rows(mu[vi], tau_fit) if n_val else np.zeros((0, P + 1)),
+        c_val=C[vi, k0:].reshape(-1, n) if n_val else np.zeros((0, n)),
         lower=np.r_[np.asarray(lower, dtype=float), -1.0],
         upper=np.r_[np.asarray(upper, dtype=float), 1.0],
-        log_mask=np.r_[lm, False])
+        log_mask=np.r_[lm, False], amp_train=A_tr,
+        amp_val=amps(vi) if n_val and amplitude is not None else None)
     cfg.physics_informed = False
     res = train_network(data, cfg)
     state = {k: v.detach().cpu().numpy() for k, v in res.network.state_dict().items()}
     config = dict(res.network.config)
     st = SpaceTimeNetwork(NumpyNetwork(state, config), t0, t_end, transform, times, state,
-                          config)
+                          config, amplitude)
     return st, res
