@@ -98,7 +98,8 @@ def bench_fem(cells: int, x, t, kappas, repeat: int) -> dict:
     setup = time.perf_counter() - t0
     errors = {str(k): relative_l2_error(fem.field(k, x, t), x, t, k) for k in kappas}
     q = min(timeit.repeat(lambda: fem.field(0.01, x, t), number=1, repeat=repeat))
-    out = {"method": "FEM P1 + Crank-Nicolson (hybrid transient path, heat plug-in)", "cells": cells,
+    out = {"method": "FEM P1 + Crank-Nicolson (hybrid transient path, heat plug-in)",
+           "cells": cells,
            "n_dofs": fem.n_dofs, "h": h, "dt": dt, "steps": int(round(1.0 / dt)),
            "setup_time_s": setup, "setup_time_first_s": first, "query_time_s": q,
            "rel_l2_error": errors["0.01"], "rel_l2_error_by_kappa": errors}

@@ -65,7 +65,7 @@ def test_small_podnn_beats_a_fixed_error_bound(podnn, test_set2, fem2, store2):
     mu, U = test_set2
     e = rel_l2(U, s.field(mu), fem2.mass)
     assert e.mean() < 3e-3 and e.max() < 1e-2, (e.mean(), e.max())
-    assert report["training_time_s"] < 10
+    assert report["training_time_s"] < 60      # ~1 s alone; a loose guard, not a timing test
     # the same network without the physics-informed term is far worse (the gain is real)
     cfg = TrainingConfig(**{**SMALL, "physics_informed": False})
     s_data, _ = build_surrogate(store2, BuildOptions(training=cfg))

@@ -23,7 +23,8 @@ def _rank() -> int:
 def train_command(
     store: Annotated[Path, typer.Argument(help="snapshot store directory")],
     out: Annotated[Path, typer.Option("--out", "-o", help="surrogate directory to write")],
-    kind: Annotated[str, typer.Option(help="pod-nn or galerkin")] = "pod-nn",
+    kind: Annotated[str, typer.Option(
+        help="pod-nn or galerkin (transient stores: also latent)")] = "pod-nn",
     modes: Annotated[int | None, typer.Option(help="keep at most this many POD modes")] = None,
     energy: Annotated[float, typer.Option(help="POD: keep the modes capturing this fraction "
                                                 "of the snapshot energy")] = 1.0 - 1e-10,
@@ -79,14 +80,21 @@ def train_command(
     with replaced_dir(out) as tmp:   # the old surrogate survives any failure of the save
         sur.save(tmp, extra)
     m = report.get("metrics", {})
-    err = (f"validation error (X-norm, relative) mean {m['surrogate_error_mean']:.2e}, max "
+    transient = "output_times" in report
+    norm = "space-time L2" if transient else "X-norm"
+    err = (f"validation error ({norm}, relative) mean {m['surrogate_error_mean']:.2e}, max "
            f"{m['surrogate_error_max']:.2e}" if "surrogate_error_mean" in m
            else "no validation split")
+    if "bound_effectivity_min" in m:
+        err += (f"; error bound effectivity {m['bound_effectivity_min']:.3g} … "
+                f"{m['bound_effectivity_max']:.3g}")
     train = (f", trained in {report['training_time_s']:.1f} s on {report['device']}"
              if "training_time_s" in report else "")
-    print(f"surrogate {kind}: {report['n_modes']} modes ({report['inner_product']} inner "
-          f"product), {report['train']} training + {report['validation']} validation "
-          f"snapshots{train}", flush=True)
+    what = (f"trajectories of {report['output_times']} output times" if transient
+            else "snapshots")
+    print(f"surrogate {report.get('kind', kind)}: {report['n_modes']} modes "
+          f"({report['inner_product']} inner product), {report['train']} training + "
+          f"{report['validation']} validation {what}{train}", flush=True)
     print(err, flush=True)
     if kind == "pod-nn" and physics_informed and not sur.meta.get("affine"):
         print("data-only training: the store holds no certified affine terms, so the "
@@ -149,12 +157,19 @@ def query_command(
     for w in {str(w.message) for w in caught}:
         print(f"hybrid: warning: {w}", file=sys.stderr)
     rows = []
+    transient = getattr(s, "transient", False)
     for i in range(mus.shape[0]):
-        row = {"mu": dict(zip(s.parameter_names, mus[i].tolist(), strict=True)),
-               "qoi": dict(zip(s.qoi_names, q[i].tolist(), strict=True))}
+        row = {"mu": dict(zip(s.parameter_names, mus[i].tolist(), strict=True))}
+        if transient:    # QoIs per output time; the bound at every output time
+            row["times"] = s.times.tolist()
+            row["qoi"] = {n: q[i][:, k].tolist() for k, n in enumerate(s.qoi_names)}
+        else:
+            row["qoi"] = dict(zip(s.qoi_names, q[i].tolist(), strict=True))
         if obs is not None:
             row["observations"] = dict(zip(s.observation_names, obs[i].tolist(), strict=True))
-        if est is not None:
+        if est is not None and transient:
+            row["error_estimate"] = {"relative_l2_bound": est[i].tolist()}
+        elif est is not None:
             row["error_estimate"] = {"relative_energy_norm_bound": float(est[i])} \
                 if s.estimator is not None else {"relative_ensemble_spread": float(est[i])}
         if coefficients:

@@ -513,6 +513,8 @@ class ModelProblem:
         initial = self._initial_terms()
         if initial is not None:
             self._record["theta_0"] = initial[0]
+        if self.transient:   # the time-derivative term: the default ∫ u v dx or the model's
+            self._record["mass"] = "l2" if self.pb.mass is None else "model"
         qoi = [o.gather(vec_) for vec_ in self.qoi_vectors().values()]
         obs = self.observation_rows()
         obs_affine = self.observation_affine()

@@ -16,8 +16,12 @@ from hybrid.inference.posterior import ForwardModel
 
 
 def surrogate_model(surrogate) -> ForwardModel:
-    """The surrogate's observations as a differentiable, batched forward model."""
-    return ForwardModel(surrogate.observe, torch_fn=surrogate.observe, batched=True,
+    """The surrogate's observations as a differentiable, batched forward model.
+
+    A transient surrogate answers numpy only: its gradients are batched finite differences.
+    """
+    torch_fn = None if getattr(surrogate, "transient", False) else surrogate.observe
+    return ForwardModel(surrogate.observe, torch_fn=torch_fn, batched=True,
                         names=surrogate.observation_names, name=f"surrogate ({surrogate.kind})")
 
 

@@ -97,12 +97,16 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     from hybrid.surrogate.surrogate import Surrogate
 
     opt = options or BuildOptions()
+    store = SnapshotStore(store_path)
+    if store.transient:             # trajectories: hybrid.surrogate.transient_build
+        from hybrid.surrogate.transient_build import build_transient_surrogate
+
+        return build_transient_surrogate(store, opt)
     if opt.kind not in KINDS:
         raise SurrogateError(f"unknown surrogate kind {opt.kind!r}; expected one of {KINDS}")
     if opt.kind == "pod-nn":
         opt.training.check()
     t_start = time.perf_counter()
-    store = SnapshotStore(store_path)
     space = store.space
     mu, U = store.snapshots()
     S = mu.shape[0]
