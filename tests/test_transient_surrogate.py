@@ -196,3 +196,36 @@ def test_transient_map_recovers_the_truth_within_the_noise(store, tmp_path):
     z = (est - np.array([float(v) for v in truth.split(",")])) / std
     assert s["fem"]["solves"] >= 1 and s["map"]["converged"], s["map"]
     assert np.all(np.abs(z) < 4.5), z          # every parameter within the noise
+
+
+def test_coupler_certifies_whole_trajectories(store, tmp_path):
+    """A galerkin-time answer is accepted only when ν_i Δ(t_j) ≤ tol σ at every observation
+    time, and then it is within tol σ of the FEM; below that the FEM answers."""
+    import hybrid.fem  # noqa: F401
+    from hybrid.core.case import load_case
+    from hybrid.fem import MPI
+    from hybrid.fem.model import FEMModel
+    from hybrid.workflows.coupler import Coupler
+
+    case, st = store
+    sur, _ = _build(st, modes=12)
+    fem = FEMModel(load_case(case), MPI.COMM_SELF)
+    mu = st.trajectories()[0][sur.meta["store"]["validation_indices"][0]]
+    y_fem = fem.observe(mu)
+    _, d = sur.observe_with_bound(mu)
+    sigma = np.full(y_fem.size, 1e-3)
+    loose = 2.0 * float(np.max(d / sigma))      # the bound passes at this tolerance
+    c = Coupler(sur, fem, sigma=sigma, tol=loose, reduced_basis=False)
+    a = c.evaluate(mu)
+    assert a.source == "surrogate" and a.certified and a.basis == "bound"
+    assert np.all(np.abs(a.y - y_fem) <= loose * sigma)
+    c = Coupler(sur, fem, sigma=sigma, tol=0.25 * loose, store=st.path, enrich=True)
+    a = c.evaluate(mu)
+    assert a.source == "fem"
+    np.testing.assert_allclose(a.y, y_fem, rtol=0, atol=1e-13)
+    assert c.report()["basis"] == "bound" and c.report()["levels"] == ["surrogate", "fem"]
+    k = c.committed[0]        # the FEM trajectory went into the store, whole
+    s = [x for x in SnapshotStore(st.path).samples(field=True) if x.index == k][0]
+    assert s.u.shape == (st.times.size, st.n_dofs)
+    (st.path / "samples" / f"s{k:07d}.h5").unlink()
+    fem.close()

@@ -38,6 +38,14 @@ switch records and :meth:`Coupler.report` (which gives the effectivity's min/med
 Without the opt-in, a model with neither a bound nor an ensemble is answered by the FEM at
 every query.
 
+**Transient cases.** A ``galerkin-time`` surrogate certifies whole trajectories: its
+parabolic residual bound Δ_n ≥ ‖u_h(t_n) − Φᵀc^n‖_M holds at every step, so each
+observation at each observation time obeys |y_h,i(t_j) − y_i(t_j)| ≤ ν_i Δ(t_j) with
+ν_i = ‖l_i‖_{M'} (:mod:`hybrid.surrogate.transient`), and the answer is accepted when the
+largest of these over the trajectory is at most ``tol`` σ. There is no reduced-basis
+level (the basis is not enriched); FEM answers are committed to the store as trajectories.
+Other transient surrogates have no bound: every answer is the FEM's.
+
 **MPI.** The FEM runs on the communicator of the :class:`~hybrid.fem.model.FEMModel` (it is
 collective there). Every rank of that communicator must call :meth:`Coupler.observe` with
 the same μ; the decision is made on its root and broadcast, and so are the answer and the
@@ -152,12 +160,24 @@ class Coupler:
             raise CouplerError(f"trust must be one of {TRUST}, got {trust!r}")
         self.trust = trust
         self.holdout = holdout
-        self.affine = surrogate.estimator is not None
+        self.transient = bool(getattr(surrogate, "transient", False))
+        self.affine = surrogate.estimator is not None or (
+            self.transient and surrogate.kind == "galerkin-time"
+            and surrogate.nu is not None and surrogate.rom.has_bound)
         self.rb = None
         self.nu = None
         self.effectivity: dict | None = None
         self.fem_only = False
-        if trust == "indicator":
+        if self.transient and trust == "indicator":
+            raise CouplerError("trust = 'indicator' is not available for transient cases: "
+                               "their certified bound is the galerkin surrogate's")
+        if self.transient:
+            # the galerkin-time bound covers every observation time; otherwise FEM answers
+            self.fem_only = not self.affine
+            if self.fem_only and fem is None:
+                raise CouplerError("the coupler needs a certified transient surrogate (hybrid "
+                                   "train --kind galerkin) or a FEM model")
+        elif trust == "indicator":
             if self.affine:
                 raise CouplerError("trust = 'indicator' is for models without a certified "
                                    "bound; this surrogate has one (use trust = 'bound')")
@@ -203,6 +223,9 @@ class Coupler:
 
     def _surrogate(self, mu: np.ndarray) -> tuple[np.ndarray, float]:
         s = self.surrogate
+        if self.transient:      # |y_i(t_j) − y_h,i(t_j)| ≤ ν_i Δ(t_j) at every time
+            y, d = s.observe_with_bound(mu)
+            return y, self._eta(d)
         if self.trust == "indicator":
             c = s.predict(mu)
             y = c @ s.observation_matrix.T
