@@ -73,9 +73,9 @@ def known_modes(m: int, n: int, X: sp.spmatrix) -> np.ndarray:
     from hybrid.surrogate.pod import gram_schmidt
 
     x = np.linspace(0.0, 1.0, m)
-    pairs = [(k, l) for s in range(2, 2 * n + 2) for k in range(1, s) for l in [s - k]][:n]
-    G = np.array([np.outer(np.sin(l * np.pi * x + 0.3 * k), np.sin(k * np.pi * x)).ravel()
-                  for k, l in pairs])
+    pairs = [(k, s - k) for s in range(2, 2 * n + 2) for k in range(1, s)][:n]
+    G = np.array([np.outer(np.sin(j * np.pi * x + 0.3 * k), np.sin(k * np.pi * x)).ravel()
+                  for k, j in pairs])
     Q, kept = gram_schmidt(G, X)
     assert kept.size == n
     return Q
