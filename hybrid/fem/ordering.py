@@ -102,22 +102,39 @@ class StoreOrdering:
     def gather_matrix(self, A: PETSc.Mat) -> sp.csr_matrix | None:
         """Gather an assembled PETSc matrix (rows/cols on V) to root in store ordering.
 
-        Rows are owned, so this rank maps them; a column may be a DOF this rank does not
-        even ghost (an entry added from a neighbour's cell), so columns travel as global
-        indices and root maps them.
+        Owned rows are contiguous in rank order, so the rows' entry counts, global column
+        indices and values gathered with three ``Gatherv`` (no pickling) form the matrix in
+        the global numbering as CSR; root permutes its rows (row k of the store is global row
+        ``perm[k]``) and relabels its columns, O(nnz), and sorts each row's columns (the
+        canonical CSR, whatever the partition). A column may be a DOF this rank does not
+        even ghost (an entry added from a neighbour's cell), hence global indices.
         """
         indptr, indices, data = A.getValuesCSR()
         r0, r1 = A.getOwnershipRange()
         if r1 - r0 != self.n_local:
             raise RuntimeError("matrix rows are not distributed like the function space")
-        r = np.repeat(self.store_of_local[: self.n_local], np.diff(indptr))
-        parts = self.comm.gather((r, np.asarray(indices, dtype=np.int64), data), root=self.root)
-        if self.comm.rank != self.root:
+        root = self.comm.rank == self.root
+        nnz = np.array(self.comm.allgather(len(data)), dtype=np.int64)
+        total = int(nnz.sum())
+        row_nnz = np.empty(self.n_global, dtype=np.int64) if root else None
+        cols = np.empty(total, dtype=np.int64) if root else None
+        vals = np.empty(total, dtype=np.float64) if root else None
+        self.comm.Gatherv(np.diff(indptr).astype(np.int64),
+                          (row_nnz, self.counts) if root else None, root=self.root)
+        self.comm.Gatherv(np.asarray(indices, dtype=np.int64), (cols, nnz) if root else None,
+                          root=self.root)
+        self.comm.Gatherv(np.ascontiguousarray(data, dtype=np.float64),
+                          (vals, nnz) if root else None, root=self.root)
+        if not root:
             return None
-        R, C, D = (np.concatenate(p) for p in zip(*parts, strict=True))
-        del parts
         n = self.n_global
-        return sp.csr_matrix((D, (R, self.store_of_global[C])), shape=(n, n))
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(row_nnz, out=ptr[1:])
+        del row_nnz
+        cols = self.store_of_global[cols]
+        out = sp.csr_matrix((vals, cols, ptr), shape=(n, n))[self.perm]
+        out.sort_indices()
+        return out
 
     def gather_vector(self, b: PETSc.Vec) -> np.ndarray | None:
         """Gather an assembled (ghost-accumulated) PETSc vector to root in store ordering."""
