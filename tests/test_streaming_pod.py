@@ -18,7 +18,13 @@ from hybrid.surrogate.build import default_mu_ref
 from hybrid.surrogate.coefficients import coefficients_of
 from hybrid.surrogate.pod import pod
 from hybrid.surrogate.reductor import inner_product
-from hybrid.surrogate.streaming import StoreFields, gram_matrix, store_inner_product, streaming_pod
+from hybrid.surrogate.streaming import (
+    StoreFields,
+    coefficients,
+    gram_matrix,
+    store_inner_product,
+    streaming_pod,
+)
 from tests.conftest import run_cli, small_case_text
 
 
@@ -86,6 +92,12 @@ def test_block_size_does_not_change_the_result(campaign_store):
         np.testing.assert_allclose(runs[block].singular_values, runs[N].singular_values,
                                    rtol=1e-11)
     np.testing.assert_allclose(gram_matrix(fields, None, block=7), U @ U.T, rtol=1e-12)
+    # the training data: coefficients ⟨u_s, φ_k⟩_X, streamed, against U X Φᵀ in memory
+    Phi = runs[N].modes[:6]
+    c = coefficients(fields, Phi, X, block=7)
+    np.testing.assert_allclose(c, U @ (X @ Phi.T), rtol=1e-10, atol=1e-12 * np.abs(c).max())
+    with pytest.raises(SurrogateError, match="modes have 5 values, the store 361 DOFs"):
+        coefficients(fields, np.ones((2, 5)), X)
 
 
 def test_failed_and_chunked_samples(campaign_store, tmp_path):

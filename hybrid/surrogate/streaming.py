@@ -336,3 +336,17 @@ def streaming_pod(
     n = _truncation(sr, total, modes, energy, 1e-13)
     spectrum = np.concatenate([sr, s[sr.size:]])
     return POD(modes=Q[:n], singular_values=spectrum, total_energy=total, method="streaming")
+
+
+def coefficients(fields: StoreFields, modes: np.ndarray, X: sp.spmatrix | None = None, *,
+                 block: int | None = None) -> np.ndarray:
+    """POD coefficients c_sk = ⟨u_s, φ_k⟩_X = (U X Φᵀ)_sk of every sample, (S, n), one pass.
+
+    What a network is trained on (μ_s ↦ c_s): S × n numbers, read without loading U.
+    """
+    N = fields.n_dofs
+    modes = np.atleast_2d(np.asarray(modes, dtype=float))
+    if modes.shape[1] != N:
+        raise SurrogateError(f"modes have {modes.shape[1]} values, the store {N} DOFs")
+    block = block or _default_block(len(fields))
+    return _x_products(fields, _checked_matrix(X, N), modes, block, N)
