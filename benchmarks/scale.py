@@ -17,7 +17,9 @@ decomposition) and with 1 rank per sample (two groups, ensemble parallelism). Pe
   static part (mesh, M, K, A_q gathered in store ordering) and its write;
 * peak RSS of every rank (``ru_maxrss``), after set-up and at the end;
 * store bytes per sample and of the static part;
-* least-squares fits log t = a + b log N (b ≈ 1: linear in the DOFs).
+* least-squares fits log t = a + b log N (b ≈ 1: linear in the DOFs);
+* serial solves alone (no campaign) at ≈1e5, 1e6 and 4e6 DOFs: the slope past 1e6, where a
+  campaign's static part would make the run long.
 
 Timers wrap the campaign's own functions in this process only (a ``perf_counter`` pair per
 call); the campaign code is unchanged. Weak scaling: 1 → 2 groups of 1 rank with the same
@@ -143,6 +145,34 @@ def worker(case_path: Path, store: Path, G: int, samples: int, out: Path) -> Non
         "per_rank": ranks}))
 
 
+def solve_worker(cells: int, repeat: int, out: Path) -> None:
+    """Solves alone (no campaign, no store), serial: wall and CPU time per solve, peak RSS."""
+    sys.path.insert(0, str(ROOT))
+    from hybrid.core.case import parse_case
+    from hybrid.core.examples import case_text
+    from hybrid.fem import MPI
+    from hybrid.fem.model_problem import ModelProblem
+    from hybrid.workflows.campaign import plan_samples
+
+    case = parse_case(case_text(cells=cells, blocks=3, petsc=GAMG, store=str(out) + ".store"),
+                      out.with_suffix(".toml"))
+    t0 = time.perf_counter()
+    problem = ModelProblem(case, MPI.COMM_SELF)
+    build = time.perf_counter() - t0
+    walls, cpus, its = [], [], []
+    for mu in plan_samples(case, repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        res = problem.solve(mu)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+        its.append(res.iterations)
+        assert res.ok, res.reason
+    out.write_text(json.dumps({
+        "n_dofs": problem.V.dofmap.index_map.size_global, "build_s": build,
+        "solve_wall_s": walls, "solve_cpu_s": cpus, "iterations": its,
+        "peak_rss_bytes": peak_rss_bytes()}))
+
+
 def run(cmd: list[str], timeout: float) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
@@ -236,11 +266,19 @@ def main() -> None:
                     help="weak-scaling runs per variant, alternated (best and median kept)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.json")
+    ap.add_argument("--solve-cells", type=int, nargs="*", default=[315, 999, 1998],
+                    help="serial solves alone at these cells per side (the slope past 1e6)")
+    ap.add_argument("--solve-repeat", type=int, default=3)
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--solve-worker", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         case, store, G, S, out = a.worker
         worker(Path(case), Path(store), int(G), int(S), Path(out))
+        return
+    if a.solve_worker:
+        cells, repeat, out = a.solve_worker
+        solve_worker(int(cells), int(repeat), Path(out))
         return
     sys.path.insert(0, str(ROOT))
     work = Path(tempfile.mkdtemp(prefix="hybrid-scale-"))
@@ -261,6 +299,14 @@ def main() -> None:
     loops = {g: [r["group_loop_per_sample_s"] for r in weak_runs[g]] for g in (1, 2)}
     cpus = {g: [r["cpu_loop_per_sample_s"] for r in weak_runs[g]] for g in (1, 2)}
     weak = {g: min(weak_runs[g], key=lambda r: r["group_loop_per_sample_s"]) for g in (1, 2)}
+    solves = []
+    for cells in a.solve_cells:
+        out = work / f"solve{cells}.json"
+        run([sys.executable, __file__, "--solve-worker", str(cells), str(a.solve_repeat),
+             str(out)], a.timeout)
+        solves.append(json.loads(out.read_text()))
+        print(json.dumps({k: solves[-1][k] for k in ("n_dofs", "solve_cpu_s", "iterations")}),
+              flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
     fits = {}
@@ -288,6 +334,16 @@ def main() -> None:
                  "solver": "cg + gamg, ksp_rtol 1e-10"},
         "runs": runs,
         "fits_log_t_vs_log_dofs": fits,
+        "serial_solves_alone": {
+            "runs": solves,
+            "fit_cpu_min": fit([r["n_dofs"] for r in solves],
+                               [min(r["solve_cpu_s"]) for r in solves]) if solves else None,
+            "fit_cpu_per_iteration": fit([r["n_dofs"] for r in solves],
+                                         [min(r["solve_cpu_s"]) / min(r["iterations"])
+                                          for r in solves]) if solves else None,
+            "fit_wall_min": fit([r["n_dofs"] for r in solves],
+                                [min(r["solve_wall_s"]) for r in solves]) if solves else None,
+        },
         "at_largest": {f"ranks_per_sample_{r['ranks_per_sample']}": {
             "n_dofs": r["n_dofs"],
             "overhead_fraction_of_solve": r["overhead_fraction_of_solve"],
