@@ -22,7 +22,10 @@ columns):
    Gram route squares the condition number (σ_k accurate to √ε σ_1 only); this step takes
    the singular values and the in-span rotation from R, as the in-memory ``"qr"`` method
    does, so the basis matches pod.py's default to round-off wherever span(Q) holds the
-   dominant modes.
+   dominant modes (measured on a thermal-block store: ~1e-13 for all 24 modes, against
+   ~1e-10 for the last modes without this pass). Modes with σ_k ≤ rtol·σ_1 (default 1e-7,
+   above the Gram matrix's √ε limit) are dropped in step 1 and not recovered; pod.py's
+   ``"qr"`` keeps them down to ~1e-13·σ_1.
 
 Why the Gram route (and DOF blocks) rather than an incremental or randomised SVD: for
 S ≲ 10⁴ the S × S Gram matrix is small (S = 200: 320 kB), the result is the exact POD of the
