@@ -4,8 +4,9 @@ DOLFINx numbers DOFs by partition, so the same mesh on 1 and on 4 ranks gives di
 global numbers. For the store, DOFs of a scalar Lagrange space are sorted lexicographically
 by their coordinates (rounded to 1e-10 of the mesh size, primary key y, then x, then z);
 coordinates of scalar Lagrange DOFs are unique, so this ordering is a function of the mesh
-geometry alone. The permutation is computed once per function space; gathering a field then
-costs one ``Gatherv``.
+geometry alone. The permutation is computed once per function space (on the group root;
+each rank keeps the store indices of its own DOFs); gathering a field then costs one
+``Gatherv`` to the group root, which writes it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ CELL_TYPES = {"triangle": "triangle", "quadrilateral": "quad", "tetrahedron": "t
 
 
 class StoreOrdering:
-    """Gather distributed DOF data to ``root`` in store ordering (collective on V's comm)."""
+    """Gather distributed DOF data to ``root`` in store ordering (collective on V's comm).
+
+    Memory: the group root holds O(N) (the permutation, the map global → store index, and
+    every gathered field, which it writes); every other rank holds only the store indices
+    of its own owned and ghost DOFs, O(N/p) — no N-sized array is broadcast.
+    """
 
     def __init__(self, V: fem.FunctionSpace, root: int = 0):
         if V.dofmap.index_map_bs != 1:
@@ -32,28 +38,42 @@ class StoreOrdering:
         self.n_global = imap.size_global
         gdim = V.mesh.geometry.dim
         x = V.tabulate_dof_coordinates()[: self.n_local, :gdim]
-        glob = np.arange(imap.local_range[0], imap.local_range[1], dtype=np.int64)
         self.counts = np.array(self.comm.allgather(self.n_local))
+        # DOLFINx numbers owned DOFs in rank order (an exclusive scan of the local sizes), so
+        # the gathered concatenation is in global order and needs no global indices sent
+        if imap.local_range[0] != int(self.counts[: self.comm.rank].sum()):
+            raise RuntimeError("owned DOF ranges are not in rank order")
         xs = self.comm.gather(x, root=root)
-        gs = self.comm.gather(glob, root=root)
-        self.perm = None  # store position k holds gathered entry perm[k]
-        self.store_of_global = None
+        self.perm = None  # store position k holds gathered (global) entry perm[k]; root only
+        self.store_of_global = None  # global DOF index → store index; root only
         if self.comm.rank == root:
             X = np.concatenate(xs)
-            G = np.concatenate(gs)
-            h = np.ptp(X, axis=0).max() or 1.0
-            key = np.round(X / (1e-10 * h)).astype(np.int64)
+            del xs
+            h = np.ptp(X, axis=0).max() if len(X) else 1.0
+            key = np.round(X / (1e-10 * (h or 1.0))).astype(np.int64)
             # np.lexsort sorts by its last key first: primary y, then x, then z
             cols = {1: [0], 2: [0, 1], 3: [2, 0, 1]}[gdim]
             self.perm = np.lexsort([key[:, i] for i in cols])
             ks = key[self.perm]
             if len(ks) > 1 and np.any(np.all(ks[1:] == ks[:-1], axis=1)):
                 raise RuntimeError("DOF coordinates are not unique; cannot build store ordering")
+            del key, ks
             self.points = X[self.perm]
             self.store_of_global = np.empty(self.n_global, dtype=np.int64)
-            self.store_of_global[G[self.perm]] = np.arange(self.n_global)
-        # every rank needs the map global -> store for matrices and index sets
-        self.store_of_global = self.comm.bcast(self.store_of_global, root=root)
+            self.store_of_global[self.perm] = np.arange(self.n_global)
+        # each rank learns the store index of its owned DOFs (Scatterv), then of its ghosts
+        # (a ghost update; float64 carries integers exactly below 2^53)
+        owned = np.empty(self.n_local, dtype=np.int64)
+        send = (self.store_of_global, self.counts) if self.comm.rank == root else None
+        self.comm.Scatterv(send, owned, root=root)
+        from dolfinx import la
+
+        vec = la.vector(imap, 1, dtype=np.float64)
+        vec.array[: self.n_local] = owned
+        vec.scatter_forward()
+        self.store_of_local = np.rint(vec.array).astype(np.int64)
+        """Store index of every local DOF (owned, then ghosts)."""
+        self.store_of_local[: self.n_local] = owned
 
     def gather(self, local_owned: np.ndarray) -> np.ndarray | None:
         """Gather owned values (length n_local) to root in store ordering; None elsewhere."""
@@ -77,22 +97,44 @@ class StoreOrdering:
 
     def to_store_indices(self, local_dofs: np.ndarray) -> np.ndarray:
         """Map local DOF indices (owned or ghost) of this rank to store indices."""
-        glob = self.V.dofmap.index_map.local_to_global(np.asarray(local_dofs, dtype=np.int32))
-        return self.store_of_global[glob]
+        return self.store_of_local[np.asarray(local_dofs, dtype=np.int64)]
 
     def gather_matrix(self, A: PETSc.Mat) -> sp.csr_matrix | None:
-        """Gather an assembled PETSc matrix (rows/cols on V) to root in store ordering."""
+        """Gather an assembled PETSc matrix (rows/cols on V) to root in store ordering.
+
+        Owned rows are contiguous in rank order, so the rows' entry counts, global column
+        indices and values gathered with three ``Gatherv`` (no pickling) form the matrix in
+        the global numbering as CSR; root permutes its rows (row k of the store is global row
+        ``perm[k]``) and relabels its columns, O(nnz), and sorts each row's columns (the
+        canonical CSR, whatever the partition). A column may be a DOF this rank does not
+        even ghost (an entry added from a neighbour's cell), hence global indices.
+        """
         indptr, indices, data = A.getValuesCSR()
-        rows = np.repeat(np.arange(A.getOwnershipRange()[0], A.getOwnershipRange()[1]),
-                         np.diff(indptr))
-        r = self.store_of_global[rows]
-        c = self.store_of_global[indices]
-        parts = self.comm.gather((r, c, data), root=self.root)
-        if self.comm.rank != self.root:
+        r0, r1 = A.getOwnershipRange()
+        if r1 - r0 != self.n_local:
+            raise RuntimeError("matrix rows are not distributed like the function space")
+        root = self.comm.rank == self.root
+        nnz = np.array(self.comm.allgather(len(data)), dtype=np.int64)
+        total = int(nnz.sum())
+        row_nnz = np.empty(self.n_global, dtype=np.int64) if root else None
+        cols = np.empty(total, dtype=np.int64) if root else None
+        vals = np.empty(total, dtype=np.float64) if root else None
+        self.comm.Gatherv(np.diff(indptr).astype(np.int64),
+                          (row_nnz, self.counts) if root else None, root=self.root)
+        self.comm.Gatherv(np.asarray(indices, dtype=np.int64), (cols, nnz) if root else None,
+                          root=self.root)
+        self.comm.Gatherv(np.ascontiguousarray(data, dtype=np.float64),
+                          (vals, nnz) if root else None, root=self.root)
+        if not root:
             return None
-        R, C, D = (np.concatenate(p) for p in zip(*parts, strict=True))
         n = self.n_global
-        return sp.csr_matrix((D, (R, C)), shape=(n, n))
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(row_nnz, out=ptr[1:])
+        del row_nnz
+        cols = self.store_of_global[cols]
+        out = sp.csr_matrix((vals, cols, ptr), shape=(n, n))[self.perm]
+        out.sort_indices()
+        return out
 
     def gather_vector(self, b: PETSc.Vec) -> np.ndarray | None:
         """Gather an assembled (ghost-accumulated) PETSc vector to root in store ordering."""
