@@ -229,3 +229,17 @@ def test_coupler_certifies_whole_trajectories(store, tmp_path):
     assert s.u.shape == (st.times.size, st.n_dofs)
     (st.path / "samples" / f"s{k:07d}.h5").unlink()
     fem.close()
+
+
+def test_umbridge_model_of_a_transient_surrogate_serves_flattened_trajectories(store):
+    from hybrid.serve.models import SurrogateModel
+
+    _, st = store
+    sur, _ = _build(st, modes=8)
+    m = SurrogateModel(sur)
+    mu = st.trajectories()[0][1]
+    obs, qoi = m([mu.tolist()], {})
+    np.testing.assert_array_equal(obs, sur.observe(mu))
+    np.testing.assert_array_equal(np.reshape(qoi, (st.times.size, -1)), sur.qoi(mu))
+    assert m.output_names[1][1][:2] == ["mean@0", "block_mean_0@0"]
+    assert not m.supports_gradient() and not m.supports_apply_jacobian()

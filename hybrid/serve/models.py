@@ -153,6 +153,19 @@ class SurrogateModel(_ParameterModel):
         self.surrogate = surrogate
         self.space: ParameterSpace = surrogate.space
         outputs = [("qoi", surrogate.qoi_names, surrogate.qoi)]
+        if getattr(surrogate, "transient", False):
+            # a trajectory: QoIs at every output time, time-major ("mean@0.1"); numpy only,
+            # so no derivatives are served
+            from hybrid.core.case import observation_label
+
+            names = [observation_label(q, t) for t in surrogate.times
+                     for q in surrogate.qoi_names]
+
+            def qoi(mu, extrapolate=False):
+                return surrogate.qoi(mu, extrapolate=extrapolate).reshape(-1)
+
+            outputs = [("qoi", names, qoi)]
+            gradients = False
         if surrogate.observation_names:
             outputs.insert(0, ("observations", surrogate.observation_names, surrogate.observe))
         self.output_names: list[tuple[str, list[str]]] = [(o, n) for o, n, _ in outputs]
