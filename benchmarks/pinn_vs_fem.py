@@ -108,6 +108,85 @@ def bench_fem(cells: int, x, t, kappas, repeat: int) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- surrogates
+def p1_interpolation(x_eval: np.ndarray, nodes: np.ndarray):
+    """The sparse matrix W with (W u)(x_e) = the P1 interpolant of nodal values u at x_e."""
+    import scipy.sparse as sp
+
+    order = np.argsort(nodes)
+    xs = nodes[order]
+    j = np.clip(np.searchsorted(xs, x_eval, side="right") - 1, 0, xs.size - 2)
+    w = (x_eval - xs[j]) / (xs[j + 1] - xs[j])
+    rows = np.repeat(np.arange(x_eval.size), 2)
+    cols = np.stack([order[j], order[j + 1]], axis=1).ravel()
+    vals = np.stack([1.0 - w, w], axis=1).ravel()
+    return sp.csr_matrix((vals, (rows, cols)), shape=(x_eval.size, nodes.size))
+
+
+def bench_surrogates(x, t, kappas, repeat: int, samples: int = 32, cells: int = 200) -> dict:
+    """Surrogates of hybrid trained on FEM trajectories of the parametric rod (κ a parameter).
+
+    A campaign of ``samples`` trajectories of cases/heat_rod.toml (P1, ``cells`` cells, CN,
+    dt = 0.01, an output at every step), then ``hybrid train`` of each kind; train time =
+    campaign + training (the FEM snapshots are the surrogates' training cost), query = the
+    whole (x, t) field: the surrogate's trajectory on the P1 nodes and its interpolation
+    onto the grid's x points, as for the FEM.
+    """
+    import tempfile
+
+    from hybrid.baselines.pinn import relative_l2_error
+    from hybrid.core.case import load_case
+    from hybrid.fem import MPI
+    from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.surrogate.training import TrainingConfig
+    from hybrid.workflows.campaign import run_campaign
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        text = (ROOT / "cases/heat_rod.toml").read_text()
+        text = text.replace("cells = 200", f"cells = {cells}").replace(
+            "every = 10", "every = 1").replace(
+            'store = "runs/heat_rod/store"', f'store = "{tmp}/store"')
+        case_path = Path(tmp) / "rod.toml"
+        case_path.write_text(text)
+        t0 = time.perf_counter()
+        run_campaign(load_case(case_path), samples=samples, progress=False, paraview=False,
+                     comm=MPI.COMM_SELF)
+        t_campaign = time.perf_counter() - t0
+        from hybrid.core.store import SnapshotStore
+
+        st = SnapshotStore(Path(tmp) / "store")
+        W = p1_interpolation(x, st.static.points[:, 0])      # (n_x, N), sparse
+        for kind, label in (("galerkin", "galerkin_time"), ("pod-nn", "pod_nn_time"),
+                            ("latent", "latent_ode")):
+            cfg = TrainingConfig(progress=False, device="cpu", threads=1,
+                                 validation_fraction=0.125, seed=0)
+            t0 = time.perf_counter()
+            sur, rep = build_surrogate(st.path, BuildOptions(kind=kind, training=cfg))
+            t_build = time.perf_counter() - t0
+
+            def field(k, sur=sur):
+                return (W @ sur.field(np.array([k])).T).T        # (n_t, n_x)
+
+            errors = {str(k): relative_l2_error(field(k), x, t, k) for k in kappas}
+            q = min(timeit.repeat(lambda f=field: f(0.01), number=5, repeat=repeat)) / 5
+            qc = min(timeit.repeat(lambda s=sur: s.predict(np.array([0.01])), number=20,
+                                   repeat=repeat)) / 20
+            out[label] = {
+                "method": f"hybrid {sur.kind} surrogate on {samples} FEM trajectories "
+                          f"(P1 {cells} cells, CN, dt 0.01)",
+                "kind": sur.kind, "modes": sur.n_modes, "trajectories": samples,
+                "campaign_time_s": t_campaign, "build_time_s": t_build,
+                "train_time_s": t_campaign + t_build, "query_time_s": q,
+                "coefficients_query_time_s": qc,
+                "rel_l2_error": errors["0.01"], "rel_l2_error_by_kappa": errors,
+                "validation": rep.get("metrics", {})}
+            print(f"  {label}: {sur.n_modes} modes, error {errors['0.01']:.2e} (κ=0.01), max "
+                  f"{max(errors.values()):.2e}, query {q * 1e3:.2f} ms "
+                  f"(coefficients {qc * 1e6:.0f} µs), build {t_build:.1f} s", flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- PINN
 def bench_pinn(name: str, cfg, x, t, kappas, repeat: int) -> dict:
     import torch
@@ -183,6 +262,10 @@ def markdown_table(doc: dict) -> str:
         rows.append(f"| {name} (dt = {f['dt']:g}) | {f['setup_time_s']:.3f} | "
                     f"{f['query_time_s'] * 1e3:.2f} | — | {f['rel_l2_error']:.2e} | "
                     f"{max(f['rel_l2_error_by_kappa'].values()):.2e} |")
+    for name, p in doc["results"].get("surrogates", {}).items():
+        rows.append(f"| {name} ({p['modes']} modes; train = campaign + build) | "
+                    f"{p['train_time_s']:.1f} | {p['query_time_s'] * 1e3:.2f} | — | "
+                    f"{p['rel_l2_error']:.2e} | {max(p['rel_l2_error_by_kappa'].values()):.2e} |")
     for name, p in doc["results"]["pinn"].items():
         errs = p["rel_l2_error_by_kappa"]
         worst = f"{max(errs.values()):.2e}" if len(errs) > 1 else "—"
@@ -233,6 +316,8 @@ def main() -> None:
             "ablation_tuned_soft_constraints": tuned_config(False, hard_constraint=False, **dev),
             "ablation_tuned_no_lbfgs": tuned_config(False, lbfgs_iterations=0, **dev),
         }
+    print("surrogates trained on FEM trajectories (κ a parameter)", flush=True)
+    results["surrogates"] = bench_surrogates(x, t, TEST_KAPPAS, args.repeat)
     print("PINNs", flush=True)
     for name, cfg in runs.items():
         results["pinn"][name] = bench_pinn(name, cfg, x, t, TEST_KAPPAS, args.repeat)

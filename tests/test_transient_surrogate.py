@@ -162,7 +162,7 @@ def test_network_kinds_learn_the_held_out_trajectories(store, kind, factor):
     _, st = store
     sur, rep = _build(st, kind=kind, modes=8,
                       training={"width": 32, "depth": 2, "adam_epochs": 200,
-                                "lbfgs_iterations": 200, "collocation": 64})
+                                "lbfgs_iterations": 200, "collocation": 64 * 21})
     assert sur.kind == {"pod-nn": "pod-nn-time", "latent": "latent-ode"}[kind]
     mu, U = st.trajectories()
     ti = sur.meta["store"]["train_indices"]

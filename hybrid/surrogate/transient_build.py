@@ -10,9 +10,9 @@
 3. the surrogate of the requested kind: ``galerkin`` → the reduced time-stepping model with
    its bound (affine linear models with the coercivity certificate), ``pod-nn`` → a (μ, t)
    network trained on the projected FEM trajectories and, for affine models, on reduced
-   Galerkin trajectories at Sobol collocation points (``collocation``; the time-dependent
-   analogue of the steady physics-informed term), ``latent`` → a neural ODE on the reduced
-   coordinates;
+   Galerkin trajectories at ``collocation // n_t`` Sobol points (``collocation`` counts
+   (μ, t) rows; the time-dependent analogue of the steady physics-informed term),
+   ``latent`` → a neural ODE on the reduced coordinates;
 4. metrics on the held-out trajectories: the relative space–time L² error
    ‖u_h − ũ‖_{M,T}/‖u_h‖_{M,T} (mean, max) and, for ``galerkin``, the bound's effectivity.
 """
@@ -49,7 +49,7 @@ def build_transient_surrogate(store, opt):
     from hybrid.surrogate.build import _split, default_mu_ref, inner_product
     from hybrid.surrogate.coefficients import coefficients_of
     from hybrid.surrogate.reductor import free_dofs
-    from hybrid.surrogate.spacetime import project, relative_spacetime_errors, spacetime_pod
+    from hybrid.surrogate.spacetime import project, relative_spacetime_errors
     from hybrid.surrogate.transient import TransientSurrogate, rom_state
 
     if opt.kind not in KIND_OF:
@@ -108,9 +108,8 @@ def build_transient_surrogate(store, opt):
 
     ti, vi = _split(S, cfg.validation_fraction, cfg.seed)
     t0 = time.perf_counter()
-    pod = spacetime_pod(U[ti], times, X, modes=opt.modes, energy=opt.energy, fixed=g)
+    modes, pod = _basis(U[ti], times, X, g, opt)
     t_pod = time.perf_counter() - t0
-    modes = pod.modes
     n = modes.shape[0]
     XPhi = np.asarray(X @ modes.T)
     gram = modes @ XPhi
@@ -132,7 +131,8 @@ def build_transient_surrogate(store, opt):
 
     report: dict = {"kind": kind, "trajectories": S, "train": int(ti.size),
                     "validation": int(vi.size), "n_modes": int(n), "inner_product": ip,
-                    "pod_method": pod.method, "pod_time_s": t_pod, "output_times": times.size}
+                    "pod_method": pod.method, "pod_time_s": t_pod,
+                    "output_times": int(times.size)}
     network_arrays: dict[str, np.ndarray] = {}
     net_config = None
     extra_meta: dict = {}
@@ -159,7 +159,9 @@ def build_transient_surrogate(store, opt):
         C = project(modes, U[ti], X)
         extra = None
         if rom is not None and cfg.physics_informed and cfg.collocation:
-            mu_x = space.sample(cfg.collocation, "sobol", cfg.seed + 1)
+            # ``collocation`` counts (μ, t) rows: collocation // n_t ROM trajectories
+            n_x = max(1, cfg.collocation // times.size)
+            mu_x = space.sample(n_x, "sobol", cfg.seed + 1)
             extra = (mu_x, times, np.array([rom.solve(m)[steps] for m in mu_x]))
         st, res = train_spacetime_network(mu[ti], times, C, space.lower, space.upper, cfg,
                                           log_mask=space.log_mask,
@@ -216,6 +218,7 @@ def build_transient_surrogate(store, opt):
         "store": {"path": str(store.path), "checksum": store.checksum(), "snapshots": S,
                   "train_indices": ti.tolist(), "validation_indices": vi.tolist()},
         "pod": {"inner_product": ip, "method": pod.method, "n_fixed": int(pod.n_fixed),
+                "rounding_floor": ROUNDING,
                 "requested_modes": opt.modes, "requested_energy": opt.energy},
         "estimator": {"available": kind == "galerkin-time" and rom.has_bound,
                       "norm": "L2 (M) at every output time", "mu_ref": mu_ref.tolist()},
@@ -252,6 +255,37 @@ def build_transient_surrogate(store, opt):
     report["wall_time_s"] = time.perf_counter() - t_start
     meta["build_time_s"] = report["wall_time_s"]
     return TransientSurrogate(meta, groups), report
+
+
+ROUNDING = 1e-10
+"""Modes beyond the fixed ones whose singular value is below ROUNDING·‖U‖_{X,T} (the whole
+data's space–time norm) are round-off, not data: dropped (the energy criterion of the POD is
+relative to what the fixed vectors leave, which can itself be round-off — the seed's rod is
+one mode, its initial state)."""
+
+
+def _basis(U: np.ndarray, times: np.ndarray, X, g, opt):
+    """(modes, SpaceTimePOD): the fixed vectors g (if any), then the POD of the remainder."""
+    from hybrid.surrogate.spacetime import SpaceTimePOD, spacetime_norms, spacetime_pod
+
+    scale = float(np.sqrt(np.sum(spacetime_norms(U, times, X) ** 2)))
+    try:
+        pod = spacetime_pod(U, times, X, modes=opt.modes, energy=opt.energy, fixed=g)
+    except SurrogateError:
+        if g is None:
+            raise
+        # the trajectories lie in the span of the initial state's terms: that is the basis
+        from hybrid.surrogate.spacetime import _fixed_basis
+
+        Q, _ = _fixed_basis(g, X, U.shape[-1])
+        pod = SpaceTimePOD(modes=np.ascontiguousarray(Q), singular_values=np.zeros(0),
+                           total_energy=0.0, method="fixed", n_fixed=Q.shape[0])
+        return pod.modes, pod
+    sv = np.asarray(pod.singular_values, dtype=float)
+    keep = pod.n_fixed + int(np.sum(sv[: pod.modes.shape[0] - pod.n_fixed] > ROUNDING * scale))
+    if keep < pod.modes.shape[0]:
+        pod = SpaceTimePOD(**{**vars(pod), "modes": np.ascontiguousarray(pod.modes[:keep])})
+    return pod.modes, pod
 
 
 def _m_norms(M, E: np.ndarray) -> np.ndarray:
