@@ -27,7 +27,8 @@ median over the held-out μ, in the same process.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/transient_rom.py
 [CELLS [N_TRAIN N_TEST]]`` (defaults 120, 100, 100); ``TROM_SCHEME=crank_nicolson`` for
-another scheme (its results go under ``heat_block_<scheme>``; the file keeps the others).
+another scheme (its results go under ``heat_block_<scheme>``; the file keeps the others);
+``TROM_ONLY=latency`` runs only the ROM latency per scheme and rank (a random basis).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from hybrid.surrogate.galerkin_time import GalerkinTimeROM  # noqa: E402
 from hybrid.surrogate.latent import LatentConfig, NumpyLatentODE, train_latent_ode  # noqa: E402
+from hybrid.surrogate.pod import gram_schmidt  # noqa: E402
 from hybrid.surrogate.spacetime import (  # noqa: E402
     TwoLevelPOD,
     project,
@@ -116,6 +118,40 @@ def pod_comparison() -> dict:
                 row[f"r{r}_{name}_max"] = float(e.max())
                 row[f"r{r}_{name}_mean"] = float(e.mean())
         out[method] = row
+    h.problem.destroy()
+    return out
+
+
+# ----------------------------------------------------------------------------- latency
+def latency_by_scheme(cells: int = 30, n_mu: int = 50) -> dict:
+    """Online time of a 100-step ROM trajectory per scheme and rank (doubling, loop, auto).
+
+    The time depends on r and the scheme only, not on the basis: an M-orthonormal random basis
+    of the free DOFs of the heat block's matrices is used (accuracy is measured in the main
+    section, for the case's scheme).
+    """
+    h = HeatData(cells, SCHEME, DT, T_END)
+    s, co = h.static, h.coefficients
+    N = s.mass.shape[0]
+    F = np.setdiff1d(np.arange(N), s.dirichlet_dofs)
+    rng = np.random.default_rng(0)
+    mus = h.sample(n_mu, 3)
+    out = {"cells": cells, "n_mu": n_mu}
+    for scheme in ("backward_euler", "crank_nicolson", "bdf2"):
+        row = {}
+        for r in (10, 20, 30, 40, 60, 80):
+            B = np.zeros((r, N))
+            B[:, F] = rng.standard_normal((r, F.size))
+            B, _ = gram_schmidt(B, s.mass)
+            rom = GalerkinTimeROM(s.mass, s.affine_a, s.affine_f, s.dirichlet_dofs, B,
+                                  h.shape[None], theta_a=co.theta_a, theta_f=co.theta_f,
+                                  theta_0=lambda m: np.atleast_1d(m[..., -1]), scheme=scheme,
+                                  dt=DT, n_steps=h.n_steps)
+            ta = [(co.theta_a(m), co.theta_f(m), np.atleast_1d(m[-1])) for m in mus]
+            row[str(r)] = {m: 1e6 * timed(lambda *a, m=m, rom=rom: rom.solve_theta(*a, method=m),
+                                          ta) for m in ("doubling", "sequential", "auto")}
+        out[scheme] = row
+        print("latency", scheme, row, flush=True)
     h.problem.destroy()
     return out
 
@@ -329,9 +365,16 @@ def main() -> None:
                        "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}}
     path = ROOT / "benchmarks/results/transient_rom.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    if SCHEME == "bdf2" or "spacetime_pod" not in old:
+    only_latency = os.environ.get("TROM_ONLY") == "latency"
+    if not only_latency and (SCHEME == "bdf2" or "spacetime_pod" not in old):
         res["spacetime_pod"] = pod_comparison()
         print("POD comparison", json.dumps(res["spacetime_pod"], indent=1), flush=True)
+    res["rom_latency_by_scheme"] = latency_by_scheme()
+    if only_latency:
+        res["rom_latency_by_scheme"]["machine"] = res.pop("machine")
+        old.update(res)
+        path.write_text(json.dumps(old, indent=1) + "\n")
+        return
     key = f"heat_block_{SCHEME}"
     res[key] = main_benchmark(cells, n_train, n_test)
     res["machine"]["load_average_at_end"] = os.getloadavg()[0]
