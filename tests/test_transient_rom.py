@@ -26,7 +26,7 @@ from hybrid.core.theta import AffineCoefficients
 from hybrid.fem import MPI
 from hybrid.fem.problems import create_problem
 from hybrid.surrogate.errors import SurrogateError
-from hybrid.surrogate.galerkin_time import GalerkinTimeROM, fill_affine_recursion
+from hybrid.surrogate.galerkin_time import GalerkinTimeROM, fill_recursion
 from hybrid.surrogate.spacetime import (
     TwoLevelPOD,
     project,
@@ -247,11 +247,11 @@ def test_doubling_equals_the_step_loop(scheme):
     assert np.max(np.abs(a - b)) < 1e-12 * np.max(np.abs(b))
 
 
-def test_fill_affine_recursion_is_matrix_powers():
+def test_fill_recursion_is_matrix_powers():
     rng = np.random.default_rng(0)
     T = 0.3 * rng.standard_normal((4, 4))
     z = rng.standard_normal(4)
-    Z = fill_affine_recursion(z, T, 13)
+    Z = fill_recursion(z, T, 13)
     assert np.allclose(Z[12], z @ np.linalg.matrix_power(T, 12), rtol=1e-12, atol=1e-14)
 
 
