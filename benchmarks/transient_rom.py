@@ -16,8 +16,9 @@ and 100 held-out trajectories at uniformly random μ, here, with the FEM side. T
 4. **POD-NN in (μ, t)** (hybrid/surrogate/spacetime_nn.py): errors and the time of one
    batched trajectory; trained on the FEM trajectories alone, and with 1000 more Galerkin-ROM
    trajectories (rank 30, every 10th step) as extra data.
-5. **Latent neural ODE** (hybrid/surrogate/latent.py): errors and the time of one numpy
-   RK4 trajectory.
+5. **Latent neural ODE** (hybrid/surrogate/latent.py, rank 10, the general ``"mlp"`` and the
+   Galerkin-shaped ``"linear"`` right-hand side): errors and the time of one numpy RK4
+   trajectory.
 
 Errors are computed without the held-out fields: with Φ M-orthonormal, c = Φ M u and P_r
 the M-projection onto the first r modes, ‖u − Φ_rᵀĉ‖²_M = ‖u − P_r u‖²_M + ‖c_{1:r} − ĉ‖²₂
@@ -27,7 +28,8 @@ median over the held-out μ, in the same process.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/transient_rom.py
 [CELLS [N_TRAIN N_TEST]]`` (defaults 120, 100, 100); ``TROM_SCHEME=crank_nicolson`` for
-another scheme (its results go under ``heat_block_<scheme>``; the file keeps the others).
+another scheme (its results go under ``heat_block_<scheme>``; the file keeps the others);
+``TROM_ONLY=latency`` runs only the ROM latency per scheme and rank (a random basis).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from hybrid.surrogate.galerkin_time import GalerkinTimeROM  # noqa: E402
 from hybrid.surrogate.latent import LatentConfig, NumpyLatentODE, train_latent_ode  # noqa: E402
+from hybrid.surrogate.pod import gram_schmidt  # noqa: E402
 from hybrid.surrogate.spacetime import (  # noqa: E402
     TwoLevelPOD,
     project,
@@ -116,6 +119,40 @@ def pod_comparison() -> dict:
                 row[f"r{r}_{name}_max"] = float(e.max())
                 row[f"r{r}_{name}_mean"] = float(e.mean())
         out[method] = row
+    h.problem.destroy()
+    return out
+
+
+# ----------------------------------------------------------------------------- latency
+def latency_by_scheme(cells: int = 30, n_mu: int = 50) -> dict:
+    """Online time of a 100-step ROM trajectory per scheme and rank (doubling, loop, auto).
+
+    The time depends on r and the scheme only, not on the basis: an M-orthonormal random basis
+    of the free DOFs of the heat block's matrices is used (accuracy is measured in the main
+    section, for the case's scheme).
+    """
+    h = HeatData(cells, SCHEME, DT, T_END)
+    s, co = h.static, h.coefficients
+    N = s.mass.shape[0]
+    F = np.setdiff1d(np.arange(N), s.dirichlet_dofs)
+    rng = np.random.default_rng(0)
+    mus = h.sample(n_mu, 3)
+    out = {"cells": cells, "n_mu": n_mu}
+    for scheme in ("backward_euler", "crank_nicolson", "bdf2"):
+        row = {}
+        for r in (10, 20, 30, 40, 60, 80):
+            B = np.zeros((r, N))
+            B[:, F] = rng.standard_normal((r, F.size))
+            B, _ = gram_schmidt(B, s.mass)
+            rom = GalerkinTimeROM(s.mass, s.affine_a, s.affine_f, s.dirichlet_dofs, B,
+                                  h.shape[None], theta_a=co.theta_a, theta_f=co.theta_f,
+                                  theta_0=lambda m: np.atleast_1d(m[..., -1]), scheme=scheme,
+                                  dt=DT, n_steps=h.n_steps)
+            ta = [(co.theta_a(m), co.theta_f(m), np.atleast_1d(m[-1])) for m in mus]
+            row[str(r)] = {m: 1e6 * timed(lambda *a, m=m, rom=rom: rom.solve_theta(*a, method=m),
+                                          ta) for m in ("doubling", "sequential", "auto")}
+        out[scheme] = row
+        print("latency", scheme, row, flush=True)
     h.problem.destroy()
     return out
 
@@ -274,28 +311,31 @@ def main_benchmark(cells: int, n_train: int, n_test: int) -> dict:
         rom_r.M_r, np.tensordot(co.theta_a(m), rom_r.A_r, axes=1))).real))
         for m in (h.upper, h.lower, mu_te[0]))
     substeps = max(1, math.ceil(lam * DT / 2.0))
-    lcfg = LatentConfig(width=64, depth=2, structure="mlp", substeps=substeps,
-                        adam_epochs=5 if QUICK else 300, adam_lr=3e-3,
-                        lbfgs_iterations=5 if QUICK else 100, threads=1)
-    t0 = time.perf_counter()
-    lat = train_latent_ode(mu_tr, times, C_tr[:, :, :r], h.lower, h.upper, lcfg)
-    train_s = time.perf_counter() - t0
-    fast = NumpyLatentODE(lat.model)
+    out["latent_ode"] = {}
+    for structure in ("mlp", "linear"):
+        lcfg = LatentConfig(width=64, depth=2, structure=structure, substeps=substeps,
+                            adam_epochs=5 if QUICK else 300, adam_lr=3e-3,
+                            lbfgs_iterations=5 if QUICK else 100, threads=1)
+        t0 = time.perf_counter()
+        lat = train_latent_ode(mu_tr, times, C_tr[:, :, :r], h.lower, h.upper, lcfg)
+        train_s = time.perf_counter() - t0
+        fast = NumpyLatentODE(lat.model)
 
-    def node(m):
-        return fast.trajectory(m, rom_r.initial_coefficients(m), times, substeps)
+        def node(m, fast=fast):
+            return fast.trajectory(m, rom_r.initial_coefficients(m), times, substeps)
 
-    err2 = np.array([res2[r][s] + np.sum((C_te[s, :, :r] - node(m)) ** 2, axis=1)
-                     for s, m in enumerate(mu_te)])
-    out["latent_ode"] = {"rank": r, "structure": "mlp", "width": 64, "depth": 2,
-                         "lambda_max_dt": lam * DT, "substeps": substeps,
-                         "error": summary(rel_errors(err2, norm2, w)),
-                         "galerkin_rom_same_rank_error": rom_out[str(r)]["error"]
-                         if str(r) in rom_out else None,
-                         "training_seconds": train_s, "final_loss": lat.history[-1],
-                         "iterations": len(lat.history),
-                         "us_trajectory": 1e6 * timed(node, args[:20], repeats=2)}
-    print("NODE", out["latent_ode"], flush=True)
+        err2 = np.array([res2[r][s] + np.sum((C_te[s, :, :r] - node(m)) ** 2, axis=1)
+                         for s, m in enumerate(mu_te)])
+        out["latent_ode"][structure] = {
+            "rank": r, "structure": structure, "width": 64, "depth": 2,
+            "lambda_max_dt": lam * DT, "substeps": substeps,
+            "error": summary(rel_errors(err2, norm2, w)),
+            "galerkin_rom_same_rank_error": rom_out[str(r)]["error"],
+            "projection_error_same_rank": out["projection_error"][str(r)],
+            "training_seconds": train_s, "final_loss": lat.history[-1],
+            "iterations": len(lat.history),
+            "us_trajectory": 1e6 * timed(node, args[:20], repeats=2)}
+        print("NODE", structure, out["latent_ode"][structure], flush=True)
 
     # ---------------------------------------------------------------- goals
     def verdict(err, us):
@@ -312,7 +352,8 @@ def main_benchmark(cells: int, n_train: int, n_test: int) -> dict:
         "galerkin_rom": {"rank": int(head), **verdict(rom_out[head]["error"],
                                                       rom_out[head]["us_trajectory_auto"])},
         "pod_nn": {k: verdict(v["error"], v["us_trajectory"]) for k, v in out["pod_nn"].items()},
-        "latent_ode": verdict(out["latent_ode"]["error"], out["latent_ode"]["us_trajectory"]),
+        "latent_ode": {k: verdict(v["error"], v["us_trajectory"])
+                       for k, v in out["latent_ode"].items()},
     }
     h.problem.destroy()
     return out
@@ -329,9 +370,16 @@ def main() -> None:
                        "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}}
     path = ROOT / "benchmarks/results/transient_rom.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    if SCHEME == "bdf2" or "spacetime_pod" not in old:
+    only_latency = os.environ.get("TROM_ONLY") == "latency"
+    if not only_latency and (SCHEME == "bdf2" or "spacetime_pod" not in old):
         res["spacetime_pod"] = pod_comparison()
         print("POD comparison", json.dumps(res["spacetime_pod"], indent=1), flush=True)
+    res["rom_latency_by_scheme"] = latency_by_scheme()
+    if only_latency:
+        res["rom_latency_by_scheme"]["machine"] = res.pop("machine")
+        old.update(res)
+        path.write_text(json.dumps(old, indent=1) + "\n")
+        return
     key = f"heat_block_{SCHEME}"
     res[key] = main_benchmark(cells, n_train, n_test)
     res["machine"]["load_average_at_end"] = os.getloadavg()[0]

@@ -26,7 +26,7 @@ from hybrid.core.theta import AffineCoefficients
 from hybrid.fem import MPI
 from hybrid.fem.problems import create_problem
 from hybrid.surrogate.errors import SurrogateError
-from hybrid.surrogate.galerkin_time import GalerkinTimeROM, fill_affine_recursion
+from hybrid.surrogate.galerkin_time import GalerkinTimeROM, fill_recursion
 from hybrid.surrogate.spacetime import (
     TwoLevelPOD,
     project,
@@ -247,11 +247,11 @@ def test_doubling_equals_the_step_loop(scheme):
     assert np.max(np.abs(a - b)) < 1e-12 * np.max(np.abs(b))
 
 
-def test_fill_affine_recursion_is_matrix_powers():
+def test_fill_recursion_is_matrix_powers():
     rng = np.random.default_rng(0)
     T = 0.3 * rng.standard_normal((4, 4))
     z = rng.standard_normal(4)
-    Z = fill_affine_recursion(z, T, 13)
+    Z = fill_recursion(z, T, 13)
     assert np.allclose(Z[12], z @ np.linalg.matrix_power(T, 12), rtol=1e-12, atol=1e-14)
 
 
@@ -285,3 +285,19 @@ def test_two_level_keeps_the_projections_of_its_trajectories():
     p = tl.finish(modes=15)
     ref = project(p.modes, U, M)
     assert np.max(np.abs(tl.coefficients(p.modes) - ref)) < 1e-7 * np.max(np.abs(ref))
+
+
+def test_bound_with_an_initial_projection_error():
+    """u0 outside the basis: Δ_0 = ‖u0 − Φᵀc0‖_M exactly, and Δ_n ≥ ‖e^n‖_M for all n."""
+    h = heat("backward_euler")
+    t, U, mu_test, V = data("backward_euler")
+    M = h.static.mass
+    p = spacetime_pod(U[:, 1:], t[1:], M, modes=6)         # no fixed vector, no t0 rows
+    rom = h.rom(p.modes)
+    for mu, Ut in zip(mu_test[:2], V[:2], strict=True):
+        c = rom.solve(mu)
+        err = m_norms(Ut - rom.field(c), M)
+        b = rom.bound(mu, c)
+        assert err[0] > 1e-4 * np.max(err)
+        assert b[0] == pytest.approx(err[0], rel=1e-8)
+        assert np.all(b >= err * (1 - 1e-10))

@@ -13,17 +13,24 @@ scheme with M_r = Φ M Φᵀ, A_r,q = Φ A_q Φᵀ, f_r,q = Φ f_q, and c⁰ the
 projection of u⁰: c⁰ = M_r⁻¹ Φ M u⁰ = Σ_q ϑ0_q C0_q. With the full basis the ROM is the FEM
 to round-off (tests/test_transient_rom.py).
 
-**Online cost.** Per μ one r×r LU of the step matrix K (BE/CN: M_r/Δt + A_r resp.
-+ A_r/2; BDF2 one more, for its BE start), solved for r+1 right-hand sides at once: the step
-is affine, c^{n+1} = G c^n (+ G₂ c^{n−1}) + h, i.e. linear on the augmented state
-z^n = [c^n, (c^{n−1},) 1]. ``method="doubling"`` fills all states by recursive
-doubling, Z[m:2m] = Z[0:m] · T^m with T^{2m} = (T^m)², so 100 steps take ⌈log₂ 101⌉ = 7
-block products and 6 squarings instead of 100 dependent matrix–vector products (whose
-per-call overhead dominates at r ≈ 25); ``"sequential"`` is the plain loop. The squarings
-cost 6·2m³ flops for a state of size m against the loop's 100·2m², so doubling wins only
-while the loop's per-call overhead (~1 µs) dominates: ``"auto"`` (default) doubles up to
-m = 96 (BE/CN r ≤ 95, BDF2 r ≤ 47), from the timings on this machine (benchmarks/transient_rom.py
-reports both methods at every rank).
+**Online cost.** Per μ: A_r(μ) = Σ θ_q A_r,q (one product with the flattened terms), one
+r×r Cholesky of A_r for the steady state c∞ = A_r⁻¹f_r — the fixed point of every scheme —
+and one of the step matrix (BE: M_r/Δt + A_r, CN: M_r/Δt + A_r/2; BDF2: 3M_r/(2Δt) + A_r,
+plus M_r/Δt + A_r for its BE start). The deviation d^n = c^n − c∞ then obeys a homogeneous
+linear recursion, d^{n+1} = G d^n (BE/CN) or d^{n+1} = H(2d^n − ½d^{n−1}) (BDF2), filled
+one of two ways:
+
+* ``"doubling"``: Z[m:2m] = Z[0:m] · T^m with T^{2m} = (T^m)² on the state rows
+  (d^n, or [d^n, d^{n−1}] for BDF2), so 100 steps take ⌈log₂ 101⌉ = 7 block products and
+  6 squarings instead of 100 dependent matrix–vector products, whose ~1 µs per-call
+  overhead dominates at small r;
+* ``"sequential"``: the step loop, one ``np.dot`` per step into a preallocated buffer
+  (for BDF2 one (r × 2r) product on a contiguous [d^n, d^{n−1}] slice).
+
+The squarings cost 6·2m³ flops for a state of size m against the loop's 100·2m² (BDF2
+100·2·2r²), so doubling wins while the per-call overhead dominates: ``"auto"`` (default)
+doubles up to m = 96 (BE/CN r ≤ 96, BDF2 r ≤ 48), from the timings of
+benchmarks/transient_rom.py, which reports both methods at every rank.
 
 **Error bound** (Grepl & Patera 2005; Haasdonk & Ohlberger 2008). X is the energy matrix at a
 reference parameter μ̄, X = Σ_q θ_q(μ̄) A_q (on F), and, for A_q symmetric PSD and θ_q > 0,
@@ -74,11 +81,11 @@ from hybrid.surrogate.reductor import energy_matrix, free_dofs
 
 SCHEMES = ("backward_euler", "crank_nicolson", "bdf2")
 TRAJECTORY_METHODS = ("auto", "doubling", "sequential")
-DOUBLING_MAX_STATE = 96     # "auto": doubling up to this state size (r + 1, or 2r + 1 for BDF2)
+DOUBLING_MAX_STATE = 96     # "auto": doubling up to this state size (r, or 2r for BDF2)
 
 
-def fill_affine_recursion(z0: np.ndarray, T: np.ndarray, n_states: int,
-                          method: str = "auto") -> np.ndarray:
+def fill_recursion(z0: np.ndarray, T: np.ndarray, n_states: int,
+                   method: str = "auto") -> np.ndarray:
     """States Z[n] = z0 · Tⁿ, n = 0 … n_states−1, (n_states, m) (rows; see module docstring)."""
     m = z0.size
     if method == "auto":
@@ -97,6 +104,25 @@ def fill_affine_recursion(z0: np.ndarray, T: np.ndarray, n_states: int,
         if filled < n_states:
             P = P @ P
     return Z
+
+
+def _bdf2_loop(H: np.ndarray, d0: np.ndarray, d1: np.ndarray, n: int) -> np.ndarray:
+    """d^{m+1} = H(2d^m − ½d^{m−1}), m = 1 … n−1: one (r × 2r) product per step.
+
+    The states are laid out last-first in one buffer, so [d^m, d^{m−1}] is a contiguous slice
+    and each step is a single ``np.dot(W, slice, out=next)`` with W = [2H, −½H].
+    """
+    r = d0.size
+    W = np.empty((r, 2 * r))
+    W[:, :r] = 2.0 * H
+    W[:, r:] = -0.5 * H
+    buf = np.empty((n + 1) * r)
+    buf[(n - 1) * r:n * r] = d1
+    buf[n * r:] = d0
+    for m in range(1, n):
+        a = (n - m) * r
+        np.dot(W, buf[a:a + 2 * r], out=buf[a - r:a])
+    return buf.reshape(n + 1, r)[::-1]
 
 
 def _spd_solve(K: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -158,11 +184,8 @@ class GalerkinTimeROM:
         r = self.r
         self._A_flat = self.A_r.reshape(len(A), r * r)
         self._Mdt = np.asfortranarray(self.M_r / self.dt)
-        self._T = np.zeros((r + 1, r + 1))                       # augmented one-step map
-        self._T[r, r] = 1.0
-        self._T2 = np.zeros((2 * r + 1, 2 * r + 1))              # BDF2 companion map
-        self._T2[:r, r:2 * r] = np.eye(r)
-        self._T2[2 * r, 2 * r] = 1.0
+        self._T2 = np.zeros((2 * r, 2 * r))                      # BDF2 companion (rows)
+        self._T2[:r, r:] = np.eye(r)
         self.has_bound = mu_ref is not None
         if self.has_bound:
             self._riesz(M, A, f, MPt, APt, np.asarray(mu_ref, dtype=float))
@@ -212,8 +235,11 @@ class GalerkinTimeROM:
                     method: str = "auto") -> np.ndarray:
         """:meth:`solve` from θ(μ), ϑ(μ), ϑ0(μ) (the fast path: no θ trees).
 
-        The step matrices are symmetric positive definite (M_r, A_r,q symmetric, θ > 0), so
-        each is factorised by one Cholesky (LAPACK ``dposv``, all right-hand sides at once).
+        Every scheme has the steady state c∞ = A_r⁻¹f_r as its fixed point, so the deviation
+        d^n = c^n − c∞ obeys the homogeneous recursion d^{n+1} = G d^n (BE/CN) or
+        d^{n+1} = H(2d^n − ½d^{n−1}) (BDF2, H = (3M_r/(2Δt) + A_r)⁻¹M_r/Δt). The step
+        matrices and A_r are symmetric positive definite (M_r, A_r,q symmetric, θ > 0): each
+        is factorised by one Cholesky (LAPACK ``dposv``, all right-hand sides at once).
         """
         if method not in TRAJECTORY_METHODS:
             raise SurrogateError(f"unknown method {method!r}; expected one of "
@@ -221,40 +247,36 @@ class GalerkinTimeROM:
         r, n = self.r, self.n_steps
         Ar = (ta @ self._A_flat).reshape(r, r)
         fr = tf @ self.f_r
-        c0 = t0 @ self.C0
+        cinf = _spd_solve(Ar, fr[:, None])[:, 0]
+        d0 = t0 @ self.C0 - cinf
         Mdt = self._Mdt
         if self.scheme != "bdf2":
-            half = 0.5 if self.scheme == "crank_nicolson" else 1.0
-            rhs = np.empty((r, r + 1), order="F")
-            rhs[:, :r] = Mdt if half == 1.0 else Mdt - 0.5 * Ar
-            rhs[:, r] = fr
-            Gh = _spd_solve(Mdt + half * Ar, rhs)                # [G, h]: one factorisation
-            T = self._T
-            T[:r, :r] = Gh[:, :r].T
-            T[r, :r] = Gh[:, r]
-            z0 = np.empty(r + 1)
-            z0[:r], z0[r] = c0, 1.0
-            return fill_affine_recursion(z0, T, n + 1, method)[:, :r]
-        rhs = np.empty((r, r + 1), order="F")
-        rhs[:, :r] = Mdt
-        rhs[:, r] = fr
-        Gh = _spd_solve(Mdt + Ar, rhs)                          # the BE start step
-        c1 = Gh[:, :r] @ c0 + Gh[:, r]
+            if self.scheme == "crank_nicolson":
+                G = _spd_solve(Mdt + 0.5 * Ar, Mdt - 0.5 * Ar)
+            else:
+                G = _spd_solve(Mdt + Ar, Mdt)
+            D = fill_recursion(d0, np.ascontiguousarray(G.T), n + 1, method)
+            D += cinf
+            return D
+        d1 = _spd_solve(Mdt + Ar, Mdt) @ d0                     # the BE start step
+        H = _spd_solve(1.5 * Mdt + Ar, Mdt)
         out = np.empty((n + 1, r))
-        out[0] = c0
-        if n == 1:
-            out[1] = c1
-            return out
-        rhs[:, :r] = Mdt
-        G = _spd_solve(1.5 * Mdt + Ar, rhs)                      # [H, h]: G1 = 2H, G2 = −H/2
-        T = self._T2
-        Ht = G[:, :r].T
-        T[:r, :r] = 2.0 * Ht
-        T[r:2 * r, :r] = -0.5 * Ht
-        T[2 * r, :r] = G[:, r]
-        z1 = np.empty(2 * r + 1)
-        z1[:r], z1[r:2 * r], z1[2 * r] = c1, c0, 1.0
-        out[1:] = fill_affine_recursion(z1, T, n, method)[:, :r]
+        out[0] = d0
+        out[1] = d1
+        if n > 1:
+            if method == "auto":
+                method = "doubling" if 2 * r <= DOUBLING_MAX_STATE else "sequential"
+            if method == "doubling":
+                T = self._T2                                     # rows [d^n, d^{n−1}]
+                Ht = H.T
+                T[:r, :r] = 2.0 * Ht
+                T[r:, :r] = -0.5 * Ht
+                z1 = np.empty(2 * r)
+                z1[:r], z1[r:] = d1, d0
+                out[1:] = fill_recursion(z1, T, n, "doubling")[:, :r]
+            else:
+                out[2:] = _bdf2_loop(H, d0, d1, n)[2:]
+        out += cinf
         return out
 
     def field(self, c: np.ndarray) -> np.ndarray:
