@@ -181,14 +181,18 @@ class GalerkinTimeROM:
         self.C0 = sla.cho_solve(self._Mr_lu, (u0 @ MPt).T).T    # (Q0, r)
         E0 = u0 - self.C0 @ Phi
         self.G0 = E0 @ np.asarray(M @ E0.T)                      # (Q0, Q0)
-        r = self.r
-        self._A_flat = self.A_r.reshape(len(A), r * r)
-        self._Mdt = np.asfortranarray(self.M_r / self.dt)
-        self._T2 = np.zeros((2 * r, 2 * r))                      # BDF2 companion (rows)
-        self._T2[:r, r:] = np.eye(r)
+        self._online_setup()
         self.has_bound = mu_ref is not None
         if self.has_bound:
             self._riesz(M, A, f, MPt, APt, np.asarray(mu_ref, dtype=float))
+
+    def _online_setup(self) -> None:
+        """The online work arrays from M_r and A_r (also after loading a saved ROM)."""
+        r = self.r
+        self._A_flat = self.A_r.reshape(self.A_r.shape[0], r * r)
+        self._Mdt = np.asfortranarray(self.M_r / self.dt)
+        self._T2 = np.zeros((2 * r, 2 * r))                      # BDF2 companion (rows)
+        self._T2[:r, r:] = np.eye(r)
 
     # ------------------------------------------------------------------ offline: the bound
     def _riesz(self, M, A, f, MPt, APt, mu_ref) -> None:

@@ -78,13 +78,7 @@ def rom_from_state(arrays: dict, modes: np.ndarray, *, theta_a, theta_f, theta_0
             or rom.C0.shape[1] != r:
         raise SurrogateError(f"galerkin-time surrogate: reduced operators do not fit {r} "
                              "modes")
-    rom._A_flat = rom.A_r.reshape(rom.A_r.shape[0], r * r)
-    rom._Mdt = np.asfortranarray(rom.M_r / rom.dt)
-    rom._T = np.zeros((r + 1, r + 1))
-    rom._T[r, r] = 1.0
-    rom._T2 = np.zeros((2 * r + 1, 2 * r + 1))
-    rom._T2[:r, r:2 * r] = np.eye(r)
-    rom._T2[2 * r, 2 * r] = 1.0
+    rom._online_setup()
     rom.has_bound = "R_f" in arrays
     if rom.has_bound:
         rom.theta_ref, rom.R_f = arrays["theta_ref"], arrays["R_f"]
