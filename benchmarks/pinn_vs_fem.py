@@ -159,8 +159,10 @@ def bench_surrogates(x, t, kappas, repeat: int, samples: int = 32, cells: int = 
         W = p1_interpolation(x, st.static.points[:, 0])      # (n_x, N), sparse
         for kind, label in (("galerkin", "galerkin_time"), ("pod-nn", "pod_nn_time"),
                             ("latent", "latent_ode")):
+            # the latent ODE integrates every trajectory per epoch: fewer epochs
+            epochs = {"adam_epochs": 200, "lbfgs_iterations": 50} if kind == "latent" else {}
             cfg = TrainingConfig(progress=False, device="cpu", threads=1,
-                                 validation_fraction=0.125, seed=0)
+                                 validation_fraction=0.125, seed=0, **epochs)
             t0 = time.perf_counter()
             sur, rep = build_surrogate(st.path, BuildOptions(kind=kind, training=cfg))
             t_build = time.perf_counter() - t0
