@@ -184,9 +184,13 @@ class ObservationsSection(BaseModel):
     averages: dict[str, list[float]] = Field(default_factory=dict)
     fluxes: dict[str, Annotated[list[str], BeforeValidator(_sides)]] = Field(
         default_factory=dict)
+    components: list[Literal["x", "y", "z"]] = Field(default_factory=list)
+    """Vector fields only: the components each sensor and average observes (p0_x, p0_y, …)."""
 
     @model_validator(mode="after")
     def _shapes(self):
+        if len(set(self.components)) != len(self.components):
+            raise ValueError(f"components must not repeat, got {self.components}")
         for k, p in enumerate(self.points):
             if len(p) not in (2, 3):
                 raise ValueError(f"points[{k}] must have 2 or 3 coordinates, got {p}")
@@ -213,16 +217,24 @@ class ObservationsSection(BaseModel):
         return out
 
     def names(self) -> list[str]:
-        """All observation names in row order: sensors, then averages, then fluxes."""
-        return [n for n, _ in self.sensors()] + list(self.averages) + list(self.fluxes)
+        """All observation names in row order: sensors, then averages, then fluxes.
+
+        With ``components`` (a vector field) each sensor and average is one name per
+        component, ``p0_x, p0_y, …``.
+        """
+        lin = [n for n, _ in self.sensors()] + list(self.averages)
+        if self.components:
+            lin = [f"{n}_{c}" for n in lin for c in self.components]
+        return lin + list(self.fluxes)
 
     def fingerprint(self) -> dict:
         """The section as a dict for store fingerprints.
 
-        No ``fluxes`` key when there are none, so stores made before fluxes existed keep
-        their fingerprint.
+        No ``fluxes`` (``components``) key when there are none, so stores made before fluxes
+        (components) existed keep their fingerprint.
         """
-        return self.model_dump(exclude=None if self.fluxes else {"fluxes"})
+        drop = {k for k in ("fluxes", "components") if not getattr(self, k)}
+        return self.model_dump(exclude=drop or None)
 
 
 class CaseFile(BaseModel):

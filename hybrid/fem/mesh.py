@@ -1,6 +1,9 @@
 """Meshes from the [mesh] section of a case: unit square/cube, interval, or a gmsh file.
 
 ``type = "interval"`` with ``cells`` and ``interval = [x0, x1]`` (default [0, 1]) is a 1-D mesh.
+:func:`build_mesh_and_tags` also returns a gmsh file's physical groups as mesh tags, the
+``ctx.tags`` a model receives: ``{"cells": MeshTags, "facets": MeshTags, "groups": {name:
+(dim, tag)}}`` (empty for built-in meshes).
 """
 
 from __future__ import annotations
@@ -23,6 +26,22 @@ _CELLS = {
 
 def build_mesh(section: MeshSection, comm: MPI.Intracomm, mesh_file=None) -> dmesh.Mesh:
     """Create the mesh described by ``section`` on ``comm`` (collective on ``comm``)."""
+    return build_mesh_and_tags(section, comm, mesh_file)[0]
+
+
+def build_mesh_and_tags(section: MeshSection, comm: MPI.Intracomm,
+                        mesh_file=None) -> tuple[dmesh.Mesh, dict]:
+    """The mesh of ``section`` and its tags (module docstring); collective on ``comm``."""
+    if section.type == "file":
+        data = _read_msh(mesh_file, comm, section.gdim)
+        groups = {name: (int(g.dim), int(g.tag)) for name, g in data.physical_groups.items()}
+        tags = {k: t for k, t in (("cells", data.cell_tags), ("facets", data.facet_tags))
+                if t is not None}
+        return data.mesh, {**tags, "groups": groups}
+    return _built_in(section, comm), {}
+
+
+def _built_in(section: MeshSection, comm: MPI.Intracomm) -> dmesh.Mesh:
     if section.type == "unit_square":
         cell = _CELLS[section.cell_type or "triangle"]
         return dmesh.create_unit_square(comm, section.cells, section.cells, cell_type=cell)
@@ -33,7 +52,7 @@ def build_mesh(section: MeshSection, comm: MPI.Intracomm, mesh_file=None) -> dme
         cell = _CELLS[section.cell_type or "tetrahedron"]
         n = section.cells
         return dmesh.create_unit_cube(comm, n, n, n, cell_type=cell)
-    return _read_msh(mesh_file, comm, section.gdim)
+    raise ValueError(f"not a built-in mesh type: {section.type!r}")
 
 
 def _read_msh(mesh_file: Path, comm: MPI.Intracomm, gdim: int):
@@ -66,4 +85,4 @@ def _read_msh(mesh_file: Path, comm: MPI.Intracomm, gdim: int):
     finally:
         if comm.rank == 0:
             gmsh.finalize()
-    return data.mesh
+    return data
