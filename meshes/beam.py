@@ -1,7 +1,6 @@
 """A box beam [0, L]×[0, H]×[0, W] of tetrahedra in K material slabs along its length (gmsh).
 
-    python meshes/beam.py --length 10 --height 1 --width 1 --materials 2 --size 0.5 \\
-        --out meshes/beam.msh
+    python meshes/beam.py --length 10 --materials 2 --size 0.5 --out meshes/beam.msh
 
 The slabs k = 0 … K−1, x ∈ [kL/K, (k+1)L/K], are fragments of one OCC box, so material
 interfaces lie on mesh faces. Physical groups (names and tags): volumes ``material_k`` (tag
@@ -45,7 +44,7 @@ def build(length: float = 10.0, height: float = 1.0, width: float = 1.0, materia
                  if max(abs(b - x) for b in occ.getBoundingBox(2, f)[::3]) < 1e-6 * length]
         gmsh.model.addPhysicalGroup(2, faces, tag, name=name)
     gmsh.option.setNumber("Mesh.CharacteristicLengthMax", size)
-    gmsh.option.setNumber("Mesh.CharacteristicLengthMin", size / 2)
+    gmsh.option.setNumber("Mesh.CharacteristicLengthMin", size)
     gmsh.model.mesh.generate(3)
     gmsh.write(out)
     gmsh.model.remove()

@@ -26,7 +26,7 @@ A = H·W, I = W H³/12 and a tip load P·A it tends to Timoshenko's
 δ = (PA) L³/(3 E I) + (PA) L/(κ G A) (tests/test_elasticity.py).
 
 GAMG needs the rigid-body modes as the near-nullspace (``Problem.near_nullspace``); the
-default solver is CG + GAMG with Chebyshev/Jacobi smoothing, as in DOLFINx's elasticity demo.
+default solver is CG + GAMG (Chebyshev/Jacobi smoothing), as in DOLFINx's elasticity demo.
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ import hybrid.model as hm
 CLAMPED, LOADED = 1, 2
 """Values of the model's own facet tags."""
 
-SOLVER = {"ksp_type": "cg", "ksp_rtol": 1e-10, "pc_type": "gamg",
-          "mg_levels_ksp_type": "chebyshev", "mg_levels_pc_type": "jacobi"}
-"""Default PETSc options: CG + smoothed-aggregation AMG with the rigid-body near-nullspace."""
+SOLVER = {"ksp_type": "cg", "ksp_rtol": 1e-10, "pc_type": "gamg"}
+"""Default PETSc options: CG + smoothed-aggregation AMG (GAMG's default smoother, Chebyshev /
+Jacobi) with the rigid-body near-nullspace. A case that picks another ``pc_type`` replaces
+the ``pc_*`` options; level options (``mg_levels_*``) belong in the case, as PETSc refuses
+unused ones."""
 
 
 def lame(E, nu):
