@@ -309,6 +309,7 @@ def test_pod_galerkin_surrogate_on_an_elasticity_store(tmp_path):
     assert store.manifest["element"]["value_shape"] == [3]
     assert store.observation_names == ["p0_y", "p1_y"]
     coef = coefficients_of(store.manifest, 3)
+    _check_paraview(store, tmp_path / "pv" / "s.xdmf")
     mp = _problem(path.read_text())
     rng = np.random.default_rng(5)
     st = mp.static_data()
@@ -333,3 +334,19 @@ def test_pod_galerkin_surrogate_on_an_elasticity_store(tmp_path):
     if MPI.COMM_WORLD.rank == 0:
         assert max(errs) < 1e-6 and report["n_modes"] >= 3, (errs, report["n_modes"])
     mp.destroy()
+
+
+def _check_paraview(store, target: Path) -> None:
+    """The XDMF of a vector store: one point per node, u with 3 components per node."""
+    import meshio
+
+    from hybrid.core.viz import write_store_xdmf
+
+    write_store_xdmf(store, target, max_samples=2)
+    with meshio.xdmf.TimeSeriesReader(str(target)) as r:
+        pts, cells = r.read_points_cells()
+        _, data, _ = r.read_data(0)
+    _, U = store.snapshots()
+    st = store.static
+    assert np.array_equal(pts, st.points[::3]) and np.array_equal(cells[0].data, st.cells // 3)
+    assert data["u"].shape == (st.n_dofs // 3, 3) and np.array_equal(data["u"].ravel(), U[0])
