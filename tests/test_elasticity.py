@@ -350,3 +350,20 @@ def _check_paraview(store, target: Path) -> None:
     st = store.static
     assert np.array_equal(pts, st.points[::3]) and np.array_equal(cells[0].data, st.cells // 3)
     assert data["u"].shape == (st.n_dofs // 3, 3) and np.array_equal(data["u"].ravel(), U[0])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('type = "file"', 'type = "unit_square"\ncells = 4'),
+     "mesh: elasticity is posed on a 3-D mesh"),
+    (('E_0 = { lower = 1.0, upper = 10.0, log = true }', 'E_0 = { lower = 0.0, upper = 1.0 }'),
+     "parameters.E_0: Young's moduli must have lower bound > 0"),
+    (('poisson = 0.3', 'poisson = 0.5'), "physics.poisson"),
+    (('materials = 2', 'materials = 5'), "physics.materials"),
+])
+def test_bad_elasticity_cases_are_one_line(tmp_path, edit, message):
+    text = beam_case_text(beam_mesh(tmp_path)).replace(*edit)
+    if "unit_square" in edit[1]:
+        text = text.replace(f'file = "{beam_mesh(tmp_path)}"\ngdim = 3\n', "")
+    with pytest.raises(CaseError, match=message) as e:
+        parse_case(text, tmp_path / "bad.toml")
+    assert "\n" not in str(e.value)
