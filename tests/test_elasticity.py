@@ -367,3 +367,36 @@ def test_bad_elasticity_cases_are_one_line(tmp_path, edit, message):
     with pytest.raises(CaseError, match=message) as e:
         parse_case(text, tmp_path / "bad.toml")
     assert "\n" not in str(e.value)
+
+
+def test_an_xdmf_mesh_gives_the_store_of_the_same_built_in_mesh(tmp_path):
+    """A unit cube written to XDMF by DOLFINx and read back as [mesh] type = "file" gives the
+    field of the built-in unit cube (store ordering depends on the geometry alone); no named
+    groups: the faces x = 0, 1 and slabs in x are found geometrically."""
+    from dolfinx import mesh as dmesh
+    from dolfinx.io import XDMFFile
+    from mpi4py import MPI
+
+    path = Path(MPI.COMM_WORLD.bcast(str(tmp_path / "cube.xdmf"), root=0))
+    cube = dmesh.create_unit_cube(MPI.COMM_WORLD, 3, 3, 3)
+    with XDMFFile(MPI.COMM_WORLD, str(path), "w") as f:
+        f.write_mesh(cube)
+    base = beam_case_text(Path("unused"), observations='[observations]\npoints = '
+                          '[[1.0, 0.5, 0.5]]\ncomponents = ["y"]')
+    from_file = base.replace('file = "unused"', f'file = "{path}"')
+    built_in = base.replace('type = "file"\nfile = "unused"\ngdim = 3', 'type = "unit_cube"\n'
+                            'cells = 3')
+    mu = np.array([2.0, 4.0, 1.0])
+    out = []
+    for text in (from_file, built_in):
+        mp = _problem(text)
+        assert mp.solve(mu).ok
+        out.append((mp.ordering.gather_function(mp.u), mp.observe(), mp.qoi()))
+        mp.destroy()
+    if MPI.COMM_WORLD.rank == 0:
+        assert np.abs(out[0][0] - out[1][0]).max() <= 1e-12 * np.abs(out[1][0]).max()
+    assert np.allclose(out[0][1], out[1][1], rtol=1e-12) and out[0][2][0] > 0
+    bad = tmp_path / "bad.xdmf"
+    bad.write_text("<Xdmf><Domain></Domain></Xdmf>")
+    with pytest.raises(CaseError, match="cannot read mesh \\(no uniform grid"):
+        _problem(base.replace('file = "unused"', f'file = "{bad}"'))

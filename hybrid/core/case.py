@@ -70,7 +70,7 @@ class MeshSection(BaseModel):
         if self.type in ("unit_square", "unit_cube", "interval") and self.cells is None:
             raise ValueError(f"mesh type {self.type!r} needs 'cells' (cells per side)")
         if self.type == "file" and not self.file:
-            raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh path)")
+            raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh or an XDMF path)")
         return self
 
 
