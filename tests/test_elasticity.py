@@ -400,3 +400,35 @@ def test_an_xdmf_mesh_gives_the_store_of_the_same_built_in_mesh(tmp_path):
     bad.write_text("<Xdmf><Domain></Domain></Xdmf>")
     with pytest.raises(CaseError, match="cannot read mesh \\(no uniform grid"):
         _problem(base.replace('file = "unused"', f'file = "{bad}"'))
+
+
+def test_hybrid_solve_writes_the_vector_field(tmp_path):
+    """``solve_one`` on a P2 vector case: XDMF with a 3-component P1 field equal to the P2
+    values at the vertices; the JSON counts every component in n_dofs."""
+    import json
+
+    import h5py
+    from mpi4py import MPI
+
+    from hybrid.workflows.solve import solve_one
+
+    text = beam_case_text(beam_mesh(tmp_path), degree=2)
+    case = parse_case(text, tmp_path / "beam.toml")
+    out = Path(MPI.COMM_WORLD.bcast(str(tmp_path / "one"), root=0))
+    solve_one(case, np.array([2.0, 4.0, 1.0]), out)
+    mp = _problem(text)
+    assert mp.solve(np.array([2.0, 4.0, 1.0])).ok
+    U = mp.ordering.gather_function(mp.u)
+    if MPI.COMM_WORLD.rank == 0:
+        rec = json.loads((out / "solution.json").read_text())
+        assert rec["n_dofs"] == mp.ordering.n_global == U.size
+        with h5py.File(out / "solution.h5", "r") as f:
+            x = f["Mesh/mesh/geometry"][()]
+            (step,) = f["Function/u"].keys()
+            u = f["Function/u"][step][()]
+        assert u.shape == (len(x), 3)
+        P = mp.ordering.points[::3]   # store nodes; the vertices are among them
+        key = {tuple(np.round(p, 9)): k for k, p in enumerate(P)}
+        idx = np.array([key[tuple(np.round(p, 9))] for p in x])
+        assert np.abs(u - U.reshape(-1, 3)[idx]).max() <= 1e-12 * np.abs(U).max()
+    mp.destroy()
