@@ -432,3 +432,33 @@ def test_hybrid_solve_writes_the_vector_field(tmp_path):
         idx = np.array([key[tuple(np.round(p, 9))] for p in x])
         assert np.abs(u - U.reshape(-1, 3)[idx]).max() <= 1e-12 * np.abs(U).max()
     mp.destroy()
+
+
+def test_a_tensor_unknown_is_refused_in_one_line(tmp_path):
+    from hybrid.errors import ModelError
+
+    (tmp_path / "tensor.py").write_text(
+        "import ufl\nfrom dolfinx import fem\nimport hybrid.model as hm\n\n"
+        "class Tensor(hm.Model):\n    name = 'tensor'\n"
+        "    def parameters(self):\n        return 1\n"
+        "    def build(self, ctx):\n"
+        "        V = fem.functionspace(ctx.mesh, ('Lagrange', 1, (2, 2)))\n"
+        "        u, v = fem.Function(V), ufl.TestFunction(V)\n"
+        "        F = ctx.mu[0] * ufl.inner(u, v) * ufl.dx - v[0, 0] * ufl.dx\n"
+        "        return hm.Problem(u=u, F=F)\n")
+    text = ('[mesh]\ntype = "unit_square"\ncells = 2\n[physics]\nmodel = "tensor.py:Tensor"\n'
+            '[parameters]\nk = { lower = 1.0, upper = 2.0 }\n[outputs]\nstore = "s"\nqoi = []\n')
+    with pytest.raises(ModelError, match="scalar or a vector Lagrange field") as e:
+        _problem_at(text, tmp_path / "t.toml")
+    assert "\n" not in str(e.value)
+
+
+def _problem_at(text: str, path: Path):
+    from mpi4py import MPI
+
+    from hybrid.fem.model_problem import ModelProblem
+
+    path.write_text(text)
+    from hybrid.core.case import load_case
+
+    return ModelProblem(load_case(path), MPI.COMM_WORLD)
