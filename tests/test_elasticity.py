@@ -237,6 +237,12 @@ def test_near_nullspace_is_the_rigid_body_modes(tmp_path):
     assert ns is not None and len(ns.getVecs()) == 6
     with pytest.raises(ValueError, match="block size"):
         hm.rigid_body_modes(fem.functionspace(mp.mesh, ("Lagrange", 1)))
+    from hybrid.fem.discretisation import near_nullspace
+
+    with pytest.raises(ValueError, match="linearly dependent"):
+        near_nullspace([modes[0], modes[1], modes[0]], mp.V)
+    with pytest.raises(ValueError, match=r"near_nullspace\[0\] must be a fem.Function"):
+        near_nullspace([fem.Function(fem.functionspace(mp.mesh, ("Lagrange", 1)))], mp.V)
     mp.destroy()
 
 
@@ -462,3 +468,25 @@ def _problem_at(text: str, path: Path):
     from hybrid.core.case import load_case
 
     return ModelProblem(load_case(path), MPI.COMM_WORLD)
+
+
+def test_a_dependent_near_nullspace_is_one_line(tmp_path):
+    from hybrid.errors import ModelError
+
+    (tmp_path / "ns.py").write_text(
+        "import ufl\nfrom dolfinx import fem\nimport hybrid.model as hm\n\n"
+        "class NS(hm.Model):\n    name = 'ns'\n"
+        "    def parameters(self):\n        return 1\n"
+        "    def build(self, ctx):\n"
+        "        V = fem.functionspace(ctx.mesh, ('Lagrange', 1, (2,)))\n"
+        "        u, v = fem.Function(V), ufl.TestFunction(V)\n"
+        "        F = ctx.mu[0] * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - v[0] * ufl.dx\n"
+        "        m = hm.rigid_body_modes(V)\n"
+        "        return hm.Problem(u=u, F=F, bcs=[hm.dirichlet_on_boundary(V, [0.0, 0.0])],\n"
+        "                          near_nullspace=[m[0], m[0]])\n")
+    text = ('[mesh]\ntype = "unit_square"\ncells = 2\n[physics]\nmodel = "ns.py:NS"\n'
+            '[parameters]\nk = { lower = 1.0, upper = 2.0 }\n[outputs]\nstore = "s"\nqoi = []\n')
+    with pytest.raises(ModelError, match="ns.py.*near_nullspace: the functions are linearly "
+                                         "dependent") as e:
+        _problem_at(text, tmp_path / "t.toml")
+    assert "\n" not in str(e.value)

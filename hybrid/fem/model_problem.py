@@ -118,8 +118,11 @@ class ModelProblem:
 
                 raise CaseError(f"{case.path}: time: model {spec.name!r} is steady (its "
                                 "Problem has no time grid); remove the [time] table")
-            self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
-                                       name=f"model_{spec.name}")
+            try:
+                self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
+                                           name=f"model_{spec.name}")
+            except ValueError as exc:   # e.g. a Problem.near_nullspace hybrid cannot use
+                raise ModelError(f"{origin}: {exc}") from None
             self.linear = self.disc.linear
         self._ordering: StoreOrdering | None = None
         self._qoi = None
