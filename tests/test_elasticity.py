@@ -340,6 +340,16 @@ def test_pod_galerkin_surrogate_on_an_elasticity_store(tmp_path):
     if MPI.COMM_WORLD.rank == 0:
         assert max(errs) < 1e-6 and report["n_modes"] >= 3, (errs, report["n_modes"])
     mp.destroy()
+    # POD-NN on the same vector store (short training): a network of the POD coefficients
+    from hybrid.surrogate.training import TrainingConfig
+
+    cfg = TrainingConfig(width=16, depth=2, adam_epochs=100, lbfgs_iterations=200,
+                         collocation=128, progress=False)
+    net, rep = build_surrogate(tmp_path / "store", BuildOptions(kind="pod-nn", training=cfg))
+    print("pod-nn validation error", rep["metrics"]["surrogate_error_mean"])
+    assert rep["metrics"]["surrogate_error_mean"] < 2e-2, rep["metrics"]
+    if MPI.COMM_WORLD.rank == 0:
+        assert net.field(mu).shape == (st.n_dofs,)
 
 
 def _check_paraview(store, target: Path) -> None:
