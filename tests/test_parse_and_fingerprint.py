@@ -102,12 +102,12 @@ def test_a_plugin_case_fingerprint_carries_the_model_reference_and_source_hash()
 @pytest.mark.parametrize("model,message", [
     ("5", "physics.model: expected a model name or reference (got 5)"),
     ('"heat_rodx"', "physics.model: unknown physics model 'heat_rodx'; expected one of "
-                    "['gaussian_source', 'heat', 'nonlinear_diffusion', 'thermal_block'], "
-                  "an entry point "
+                    "['elasticity', 'gaussian_source', 'heat', 'nonlinear_diffusion', "
+                    "'thermal_block'], an entry point "
                     "of group hybrid.models, 'file.py:Class' or 'package.module:Class'"),
     ('"MyModel"', "physics.model: unknown physics model 'MyModel'; expected one of "
-                  "['gaussian_source', 'heat', 'nonlinear_diffusion', 'thermal_block'], "
-                  "an entry point "
+                  "['elasticity', 'gaussian_source', 'heat', 'nonlinear_diffusion', "
+                  "'thermal_block'], an entry point "
                   "of group hybrid.models, 'file.py:Class' or 'package.module:Class'"),
 ])
 def test_an_unknown_or_malformed_model_name_is_one_exact_line(tmp_path, model, message):

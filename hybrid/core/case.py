@@ -71,7 +71,7 @@ class MeshSection(BaseModel):
         if self.type in ("unit_square", "unit_cube", "interval") and self.cells is None:
             raise ValueError(f"mesh type {self.type!r} needs 'cells' (cells per side)")
         if self.type == "file" and not self.file:
-            raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh path)")
+            raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh or an XDMF path)")
         return self
 
 
@@ -191,6 +191,8 @@ class ObservationsSection(BaseModel):
     fluxes: dict[str, Annotated[list[str], BeforeValidator(_sides)]] = Field(
         default_factory=dict)
     times: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    components: list[Literal["x", "y", "z"]] = Field(default_factory=list)
+    """Vector fields only: the components each sensor and average observes (p0_x, p0_y, …)."""
 
     @model_validator(mode="after")
     def _shapes(self):
@@ -199,6 +201,8 @@ class ObservationsSection(BaseModel):
                 raise ValueError("times must list at least one time")
             if any(b <= a for a, b in zip(self.times, self.times[1:], strict=False)):
                 raise ValueError("times must be strictly increasing")
+        if len(set(self.components)) != len(self.components):
+            raise ValueError(f"components must not repeat, got {self.components}")
         for k, p in enumerate(self.points):
             if len(p) not in (2, 3):
                 raise ValueError(f"points[{k}] must have 2 or 3 coordinates, got {p}")
@@ -225,8 +229,15 @@ class ObservationsSection(BaseModel):
         return out
 
     def names(self) -> list[str]:
-        """All observation names in row order: sensors, then averages, then fluxes."""
-        return [n for n, _ in self.sensors()] + list(self.averages) + list(self.fluxes)
+        """All observation names in row order: sensors, then averages, then fluxes.
+
+        With ``components`` (a vector field) each sensor and average is one name per
+        component, ``p0_x, p0_y, …``.
+        """
+        lin = [n for n, _ in self.sensors()] + list(self.averages)
+        if self.components:
+            lin = [f"{n}_{c}" for n in lin for c in self.components]
+        return lin + list(self.fluxes)
 
     def data_names(self) -> list[str]:
         """The names of the observed values: :meth:`names`, or per time ``name@t`` (time-major).
@@ -241,12 +252,13 @@ class ObservationsSection(BaseModel):
     def fingerprint(self) -> dict:
         """The section as a dict for store fingerprints.
 
-        No ``fluxes`` key when there are none and no ``times`` key without times, so stores
-        made before fluxes (and observation times) existed keep their fingerprint.
+        No ``fluxes`` (``components``) key when there are none and no ``times`` key without
+        times, so stores made before fluxes (components, observation times) existed keep
+        their fingerprint.
         """
-        skip = ({"fluxes"} if not self.fluxes else set()) | (
+        drop = {k for k in ("fluxes", "components") if not getattr(self, k)} | (
             {"times"} if self.times is None else set())
-        return self.model_dump(exclude=skip or None)
+        return self.model_dump(exclude=drop or None)
 
 
 class CaseFile(BaseModel):

@@ -484,11 +484,17 @@ def _min_eig(S, max_dense: int, tol: float) -> float:
 
     Dense (exact to round-off) up to ``max_dense`` rows. Beyond, the Gershgorin bound
     min_i (s_ii − Σ_{j≠i} |s_ij|) ≤ λ_min settles diagonally dominant matrices (stiffness
-    matrices of most meshes); otherwise shift-invert Lanczos at that bound, which lies below
-    the spectrum, so the eigenvalue nearest to it is λ_min.
+    matrices of most meshes); otherwise the inertia of S + tol‖S‖ I (Sylvester's law: an
+    LDLᵀ factorisation with symmetric pivoting has no negative pivot iff it is positive
+    definite, i.e. λ_min > −tol‖S‖; then −tol is returned as the lower bound) settles
+    semi-definite matrices with a large kernel (elasticity: rigid-body modes, and the zero
+    rows outside a subdomain), where Lanczos converges slowly; failing that, shift-invert
+    Lanczos at the Gershgorin bound, which lies below the spectrum, so the eigenvalue nearest
+    to it is λ_min.
     """
     import scipy.linalg as la
     import scipy.sparse.linalg as sla
+    from scipy.sparse import identity as sp_identity
 
     scale = abs(S).max() or 1.0
     n = S.shape[0]
@@ -499,9 +505,31 @@ def _min_eig(S, max_dense: int, tol: float) -> float:
     bound = float((diag - off).min()) / scale
     if bound >= -tol:
         return bound
+    if _positive_definite(S + tol * scale * sp_identity(n, format="csc")):
+        return -tol
     sigma = (bound - 1e-3) * scale
     vals = sla.eigsh(S, k=1, sigma=sigma, which="LM", return_eigenvectors=False, maxiter=5000)
     return float(vals.min()) / scale
+
+
+def _positive_definite(S) -> bool:
+    """Whether the symmetric sparse S is positive definite, from the pivots of S = LDLᵀ.
+
+    SuperLU in symmetric mode (diagonal pivots, the same permutation on rows and columns)
+    gives P S Pᵀ = L U with U's diagonal the pivots D; by Sylvester's law of inertia S is
+    positive definite iff every pivot is positive. If SuperLU leaves the diagonal (its row
+    and column permutations differ) or fails, the answer is False (undecided here).
+    """
+    import scipy.sparse.linalg as sla
+
+    try:
+        lu = sla.splu(S.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                      options={"SymmetricMode": True})
+    except RuntimeError:
+        return False
+    if not np.array_equal(lu.perm_r, lu.perm_c):
+        return False
+    return bool(np.all(lu.U.diagonal() > 0))
 
 
 def coercivity_certificate(decomp: AffineDecomposition, box, *, tol: float = 1e-10,

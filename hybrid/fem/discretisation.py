@@ -13,6 +13,10 @@ Options are hybrid's defaults, then the problem's (``Problem.solver``), then the
 (the case's ``[solver.petsc]``), each layer replacing the solver families it names
 (:func:`_layer`). Newton starts from zero (``warm_start=False``, reproducible) or
 from the last solution.
+
+``Problem.near_nullspace`` (e.g. elasticity's rigid-body modes) is orthonormalised and
+attached to the operator (``MatSetNearNullSpace``), where GAMG finds it at set-up
+(:func:`near_nullspace`).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Discretisation:
         self.options = _layer(_layer(defaults, dict(problem.solver)), dict(petsc_options or {}))
         self.prefix = f"{name}_{next(_ids)}_"
         self._qoi = {k: fem.form(f) for k, f in problem.qoi.items()}
+        self.near_nullspace = near_nullspace(problem.near_nullspace, self.u.function_space)
         if self.linear:
             L = -at_zero(problem.F, self.u)
             if L.empty():  # F(0) = 0: a zero right-hand side on the same space
@@ -91,12 +96,16 @@ class Discretisation:
             self._linear = LinearSolver(fem.form(self.J), fem.form(L), list(problem.bcs), opts,
                                         self.prefix.rstrip("_"))
             self._snes = None
+            if self.near_nullspace is not None:
+                self._linear.A.setNearNullSpace(self.near_nullspace)
         else:
             self._linear = None
             self._nonlinear = fem_petsc.NonlinearProblem(
                 problem.F, self.u, bcs=list(problem.bcs), J=self.J,
                 petsc_options_prefix=self.prefix)
             self._snes = self._nonlinear.solver
+            if self.near_nullspace is not None:
+                self._nonlinear.A.setNearNullSpace(self.near_nullspace)
             opts = PETSc.Options()
             try:
                 for k, v in self.options.items():
@@ -142,10 +151,45 @@ class Discretisation:
 
     def destroy(self) -> None:
         """Free the PETSc objects."""
+        if self.near_nullspace is not None:
+            self.near_nullspace.destroy()
+            self.near_nullspace = None
         if self._linear is not None:
             self._linear.destroy()
         else:
             self._nonlinear = None  # NonlinearProblem destroys its PETSc objects itself
+
+
+def near_nullspace(functions, V) -> PETSc.NullSpace | None:
+    """A PETSc near-nullspace from Functions z_1 … z_k of V (None for none); collective.
+
+    The z_i are orthonormalised (modified Gram–Schmidt, ``dolfinx.la.orthonormalize``) on
+    copies, as PETSc requires of a near-nullspace basis. A Function of another space, or a
+    dependent set, is a ValueError.
+    """
+    if not functions:
+        return None
+    from dolfinx import la
+
+    vecs = []
+    for k, f in enumerate(functions):
+        if not isinstance(f, fem.Function) or f.function_space != V:
+            raise ValueError(f"Problem.near_nullspace[{k}] must be a fem.Function of u's space")
+        g = fem.Function(V)
+        g.x.array[:] = f.x.array
+        vecs.append(g.x)
+    try:
+        la.orthonormalize(vecs)
+    except RuntimeError:   # DOLFINx: "Linear dependency detected"
+        ok = False
+    else:
+        ok = la.is_orthonormal(vecs, eps=1e-8)
+    if not ok:
+        raise ValueError("Problem.near_nullspace: the functions are linearly dependent")
+    n = V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+    petsc = [PETSc.Vec().createWithArray(v.array[:n].copy(), bsize=V.dofmap.index_map_bs,
+                                         comm=V.mesh.comm) for v in vecs]
+    return PETSc.NullSpace().create(vectors=petsc, comm=V.mesh.comm)
 
 
 def solve(problem, mu_params, mu: Sequence[float], petsc_options: dict | None = None):

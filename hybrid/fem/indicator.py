@@ -41,7 +41,7 @@ def inner_product_form(V: fem.FunctionSpace, kind: str) -> ufl.Form:
     """The bilinear form of the inner product ``kind`` on V (as in the store's matrices)."""
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     dx = ufl.dx(domain=V.mesh)
-    mass = u * v * dx
+    mass = u * v * dx if not u.ufl_shape else ufl.inner(u, v) * dx   # vector: u·v
     stiffness = ufl.inner(ufl.grad(u), ufl.grad(v)) * dx
     forms = {"h1": mass + stiffness, "h10": stiffness, "l2": mass}
     if kind not in forms:
@@ -69,7 +69,7 @@ class ResidualIndicator:
         self.comm = self.V.mesh.comm
         self.mu, self.bcs = mu, list(bcs)
         self.inner_product = inner_product
-        self.n_local = self.V.dofmap.index_map.size_local
+        self.n_local = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
         self.w = fem.Function(self.V, name="u_approx")
         self._R = fem.form(ufl.replace(F, {u: self.w}))
         X = fem.form(inner_product_form(self.V, inner_product))

@@ -49,7 +49,7 @@ from hybrid.core.store import StaticData
 from hybrid.errors import ModelError
 from hybrid.fem.analysis import analyse, assemble_into, at_zero, parameter_derivatives
 from hybrid.fem.discretisation import Discretisation
-from hybrid.fem.mesh import build_mesh
+from hybrid.fem.mesh import build_mesh_and_tags
 from hybrid.fem.ordering import StoreOrdering
 from hybrid.fem.quadrature import pin_quadrature_degrees
 from hybrid.fem.solver import SolveResult
@@ -62,17 +62,25 @@ class ModelProblem:
         self.case, self.comm = case, comm
         spec = case.physics
         self.spec = spec
-        self.mesh = build_mesh(case.mesh, comm, case.mesh_file)
-        self.pb, self.ctx = spec.loaded.build(spec.model, self.mesh, case.parameters.names)
+        self.mesh, tags = build_mesh_and_tags(case.mesh, comm, case.mesh_file)
+        self.pb, self.ctx = spec.loaded.build(spec.model, self.mesh, case.parameters.names,
+                                              tags)
         self.pb.F = pin_quadrature_degrees(self.pb.F)   # one rule for F, J and ∂F/∂μ
         self.mu = self.ctx.mu
         self.u = self.pb.u
         self.V = self.u.function_space
         self.bcs = list(self.pb.bcs)
         origin = spec.loaded.origin
-        if self.V.dofmap.index_map_bs != 1 or self.u.ufl_shape != ():
-            raise ModelError(f"{origin}: the unknown u must be scalar (store ordering and "
-                             "sensors are implemented for scalar spaces)")
+        if len(self.u.ufl_shape) > 1 or (
+                self.V.num_sub_spaces and self.V.dofmap.index_map_bs != self.V.num_sub_spaces):
+            raise ModelError(f"{origin}: the unknown u must be a scalar or a vector Lagrange "
+                             "field (one blocked space; store ordering and sensors are "
+                             "implemented for these)")
+        if self.u.ufl_shape and case.observations.fluxes:
+            from hybrid.errors import CaseError
+
+            raise CaseError(f"{case.path}: observations.fluxes: boundary fluxes are "
+                            "implemented for scalar fields; the unknown is a vector field")
         v = ufl.TestFunction(self.V)
         self._qoi_forms, self._qoi_rows = {}, {}
         for name in case.qoi:
@@ -116,8 +124,11 @@ class ModelProblem:
 
                 raise CaseError(f"{case.path}: observations.times: model {spec.name!r} is "
                                 "steady; observation times need a transient model")
-            self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
-                                       name=f"model_{spec.name}")
+            try:
+                self.disc = Discretisation(self.pb, self.mu, dict(case.petsc_options),
+                                           name=f"model_{spec.name}")
+            except ValueError as exc:   # e.g. a Problem.near_nullspace hybrid cannot use
+                raise ModelError(f"{origin}: {exc}") from None
             self.linear = self.disc.linear
         self._ordering: StoreOrdering | None = None
         self._qoi = None
@@ -181,7 +192,7 @@ class ModelProblem:
         rows = self._owned_rows()
         steps = set(self.observation_steps.tolist())
         y, k = [], [0]
-        n_local = self.V.dofmap.index_map.size_local
+        n_local = self.ordering.n_local       # owned DOFs (× block size)
 
         def on_output(t, u):
             if k[0] in steps and rows is not None:
@@ -216,8 +227,11 @@ class ModelProblem:
 
     @property
     def element(self) -> dict:
-        """The unknown's element, for the store manifest."""
-        return {"family": "Lagrange", "degree": int(self.V.ufl_element().embedded_superdegree)}
+        """The unknown's element, for the store manifest (``value_shape`` for a vector field)."""
+        out = {"family": "Lagrange", "degree": int(self.V.ufl_element().embedded_superdegree)}
+        if self.u.ufl_shape:
+            out["value_shape"] = list(self.u.ufl_shape)
+        return out
 
     def solve(self, mu: np.ndarray) -> SolveResult:
         """Solve at μ into ``self.u`` (KSP or SNES; a failed solve is a result).
@@ -441,7 +455,7 @@ class ModelProblem:
             self._flux_tl = (fem.form(dr), c, dform, fem_petsc.create_vector(self.V))
         rform, c, dform, b = self._flux_tl
         tangents = self._tangents()
-        n = self.V.dofmap.index_map.size_local
+        n = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
         P = len(self.mu)
         J = np.zeros((len(weights), P))
         for i, w in enumerate(weights):
@@ -491,7 +505,7 @@ class ModelProblem:
 
         mat, vec = o.assemble_matrix, o.assemble_vector
         dx = ufl.dx(domain=self.mesh)
-        mass = mat(u * v * dx)
+        mass = mat(u * v * dx if not self.u.ufl_shape else ufl.inner(u, v) * dx)
         stiffness = mat(ufl.inner(ufl.grad(u), ufl.grad(v)) * dx)
         an = self._analysis()
         d = an.affine
@@ -569,7 +583,7 @@ class ModelProblem:
             opts = linear_options(self.disc.options)
             reuse = self.disc.linear_ksp if self.linear and is_direct(opts) else None
             self._tl = Sensitivity(self.pb.F, self.u, self.mu, self.bcs, options=opts,
-                                   reuse=reuse)
+                                   reuse=reuse, near_nullspace=self.disc.near_nullspace)
         return self._tl
 
     def _at(self, mu: np.ndarray) -> None:

@@ -19,6 +19,11 @@ without rebuilding the field. Boundary fluxes are affine in μ (below).
   (Carey; Brezzi, Hughes & Süli) and conserves exactly: the fluxes of sides that partition
   ∂Ω add up to ∫ s dx, to round-off.
 
+A vector field (a blocked space, store DOF bs·node + c) is observed by components: the case
+names them (``[observations] components = ["x", "y"]``), and each point sensor and each box
+average gives one row per named component, sensor-major (p0_x, p0_y, p1_x, …): the row of
+component c is the scalar row placed on the DOFs bs·node + c.
+
 Collective on the mesh communicator; rows are returned on the ordering's root.
 """
 
@@ -34,10 +39,18 @@ from petsc4py import PETSc
 from hybrid.errors import CaseError
 from hybrid.fem.ordering import StoreOrdering
 
+COMPONENTS = ("x", "y", "z")
+"""Component names of a vector field, in block order."""
+
 
 def point_rows(V: fem.FunctionSpace, ordering: StoreOrdering, points: np.ndarray,
-               where: str = "observations") -> np.ndarray | None:
-    """Rows l with l·u = u(x) for each point x (shape (n, gdim)); (n, N) on root."""
+               where: str = "observations",
+               components: tuple[int, ...] = (0,)) -> np.ndarray | None:
+    """Rows l with l·u = u_c(x) for each point x (shape (n, gdim)) and component c.
+
+    (n·len(components), N) on root, row i·len(components) + j for point i, component j
+    (a scalar space: ``components = (0,)``, one row per point).
+    """
     msh = V.mesh
     tdim, gdim = msh.topology.dim, msh.geometry.dim
     if msh.topology.cell_name() not in ("interval", "triangle", "tetrahedron"):
@@ -61,17 +74,22 @@ def point_rows(V: fem.FunctionSpace, ordering: StoreOrdering, points: np.ndarray
         J = (verts[1:] - verts[0]).T
         xi = np.linalg.lstsq(J, points[i] - verts[0], rcond=None)[0]
         w = element.tabulate(0, xi[None, :])[0, 0, :, 0]
-        idx = ordering.to_store_indices(V.dofmap.cell_dofs(c))
+        if ordering.bs == 1:
+            idx = ordering.to_store_indices(V.dofmap.cell_dofs(c))
+        else:
+            idx = ordering.bs * ordering.to_store_nodes(V.dofmap.cell_dofs(c))
         found.append((i, idx, w))
     parts = msh.comm.gather(found, root=ordering.root)
     if parts is None:
         return None
-    rows = np.zeros((len(points), ordering.n_global))
+    nc = len(components)
+    rows = np.zeros((len(points) * nc, ordering.n_global))
     seen = np.zeros(len(points), dtype=bool)
     for part in parts:  # rank order: the lowest rank that found a point wins
         for i, idx, w in part:
             if not seen[i]:
-                rows[i, idx] = w
+                for j, comp in enumerate(components):
+                    rows[i * nc + j, idx + comp] = w
                 seen[i] = True
     if not seen.all():
         j = int(np.flatnonzero(~seen)[0])
@@ -80,8 +98,12 @@ def point_rows(V: fem.FunctionSpace, ordering: StoreOrdering, points: np.ndarray
 
 
 def box_average_rows(V: fem.FunctionSpace, ordering: StoreOrdering,
-                     boxes: list[np.ndarray]) -> np.ndarray | None:
-    """Rows l with l·u = mean of u over each box [x0, y0(, z0), x1, y1(, z1)]; on root."""
+                     boxes: list[np.ndarray],
+                     components: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """Rows l with l·u = mean of u over each box [x0, y0(, z0), x1, y1(, z1)]; on root.
+
+    A vector field: one row per box and component (box-major), l·u = mean of u_c.
+    """
     msh = V.mesh
     tdim = msh.topology.dim
     n = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
@@ -96,10 +118,11 @@ def box_average_rows(V: fem.FunctionSpace, ordering: StoreOrdering,
         vol = msh.comm.allreduce(fem.assemble_scalar(fem.form(1.0 * dx(1))))
         if vol <= 0:
             raise CaseError(f"observations: box {list(box)} contains no cell midpoint")
-        b = fem_petsc.assemble_vector(fem.form((1.0 / vol) * v * dx(1)))
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        rows.append(ordering.gather_vector(b))
-        b.destroy()
+        for vc in ([v] if components is None else [v[c] for c in components]):
+            b = fem_petsc.assemble_vector(fem.form((1.0 / vol) * vc * dx(1)))
+            b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+            rows.append(ordering.gather_vector(b))
+            b.destroy()
     return np.array(rows) if ordering.comm.rank == ordering.root else None
 
 
@@ -149,17 +172,47 @@ def observation_rows(V: fem.FunctionSpace, ordering: StoreOrdering, observations
     """(n_obs, N) rows L of the μ-independent observations, y = L u, on the ordering's root.
 
     Point sensors, then box averages, then a zero row per boundary flux (its μ-dependent
-    part lives elsewhere); the other ranks get a (0, 0) array. Collective.
+    part lives elsewhere); the other ranks get a (0, 0) array. A vector field: each sensor
+    and average one row per component of ``observations.components``. Collective.
     """
     sensors = observations.sensors()
+    comps = observation_components(V, observations, where)
     parts = []
     if sensors:
         pts = np.array([p for _, p in sensors], dtype=float)
-        parts.append(point_rows(V, ordering, pts, where))
+        parts.append(point_rows(V, ordering, pts, where, comps or (0,)))
     if observations.averages:
-        parts.append(box_average_rows(V, ordering, list(observations.averages.values())))
+        parts.append(box_average_rows(V, ordering, list(observations.averages.values()),
+                                      comps))
     if ordering.comm.rank != ordering.root:
         return np.zeros((0, 0))
     if observations.fluxes:
         parts.append(np.zeros((len(observations.fluxes), ordering.n_global)))
     return np.vstack(parts) if parts else np.zeros((0, ordering.n_global))
+
+
+def observation_components(V: fem.FunctionSpace, observations,
+                           where: str = "observations") -> tuple[int, ...] | None:
+    """The block indices of ``observations.components`` (None for a scalar space).
+
+    A vector field needs the case to name its components (an observation of "u" would be
+    ambiguous), a scalar field must not name any: CaseError otherwise.
+    """
+    names = list(getattr(observations, "components", None) or [])
+    bs = V.dofmap.index_map_bs
+    if bs == 1 and V.ufl_element().reference_value_shape == ():
+        if names:
+            raise CaseError(f"{where}: observations.components: the unknown is a scalar "
+                            f"field; remove the key (got {names})")
+        return None
+    allowed = COMPONENTS[:bs]
+    has_obs = bool(observations.sensors() or observations.averages)
+    if has_obs and not names:
+        raise CaseError(f"{where}: observations.components: the unknown is a vector field with "
+                        f"{bs} components; name those to observe, e.g. components = "
+                        f"{list(allowed)}")
+    bad = [c for c in names if c not in allowed]
+    if bad:
+        raise CaseError(f"{where}: observations.components: unknown component(s) {bad}; this "
+                        f"field has {list(allowed)}")
+    return tuple(allowed.index(c) for c in names)

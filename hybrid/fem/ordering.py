@@ -7,6 +7,11 @@ coordinates of scalar Lagrange DOFs are unique, so this ordering is a function o
 geometry alone. The permutation is computed once per function space (on the group root;
 each rank keeps the store indices of its own DOFs); gathering a field then costs one
 ``Gatherv`` to the group root, which writes it.
+
+A blocked (vector Lagrange) space of block size bs has bs DOFs per node: the nodes are sorted
+as above and the components interleaved node-major, store DOF = bs·(store node) + component
+(N = bs·n_nodes; bs = 1 is the scalar ordering unchanged). ``points`` then has one row per
+DOF, each node's coordinates repeated bs times.
 """
 
 from __future__ import annotations
@@ -30,18 +35,17 @@ class StoreOrdering:
     """
 
     def __init__(self, V: fem.FunctionSpace, root: int = 0):
-        if V.dofmap.index_map_bs != 1:
-            raise NotImplementedError("store ordering is implemented for scalar spaces")
         self.V, self.comm, self.root = V, V.mesh.comm, root
         imap = V.dofmap.index_map
-        self.n_local = imap.size_local
-        self.n_global = imap.size_global
+        self.bs = bs = V.dofmap.index_map_bs
+        self.n_local = imap.size_local * bs
+        self.n_global = imap.size_global * bs
         gdim = V.mesh.geometry.dim
-        x = V.tabulate_dof_coordinates()[: self.n_local, :gdim]
-        self.counts = np.array(self.comm.allgather(self.n_local))
+        x = V.tabulate_dof_coordinates()[: imap.size_local, :gdim]   # one row per node
+        self.counts = np.array(self.comm.allgather(self.n_local))   # DOFs per rank
         # DOLFINx numbers owned DOFs in rank order (an exclusive scan of the local sizes), so
         # the gathered concatenation is in global order and needs no global indices sent
-        if imap.local_range[0] != int(self.counts[: self.comm.rank].sum()):
+        if imap.local_range[0] * bs != int(self.counts[: self.comm.rank].sum()):
             raise RuntimeError("owned DOF ranges are not in rank order")
         xs = self.comm.gather(x, root=root)
         self.perm = None  # store position k holds gathered (global) entry perm[k]; root only
@@ -58,9 +62,13 @@ class StoreOrdering:
             if len(ks) > 1 and np.any(np.all(ks[1:] == ks[:-1], axis=1)):
                 raise RuntimeError("DOF coordinates are not unique; cannot build store ordering")
             del key, ks
-            self.points = X[self.perm]
-            self.store_of_global = np.empty(self.n_global, dtype=np.int64)
-            self.store_of_global[self.perm] = np.arange(self.n_global)
+            self.points = X[self.perm] if bs == 1 else np.repeat(X[self.perm], bs, axis=0)
+            self.store_of_global = np.empty(imap.size_global, dtype=np.int64)
+            self.store_of_global[self.perm] = np.arange(imap.size_global)
+            if bs > 1:   # node permutation → DOF permutation (components node-major)
+                self.perm = (bs * self.perm[:, None] + np.arange(bs)).ravel()
+                self.store_of_global = (bs * self.store_of_global[:, None]
+                                        + np.arange(bs)).ravel()
         # each rank learns the store index of its owned DOFs (Scatterv), then of its ghosts
         # (a ghost update; float64 carries integers exactly below 2^53)
         owned = np.empty(self.n_local, dtype=np.int64)
@@ -68,11 +76,11 @@ class StoreOrdering:
         self.comm.Scatterv(send, owned, root=root)
         from dolfinx import la
 
-        vec = la.vector(imap, 1, dtype=np.float64)
+        vec = la.vector(imap, bs, dtype=np.float64)
         vec.array[: self.n_local] = owned
         vec.scatter_forward()
         self.store_of_local = np.rint(vec.array).astype(np.int64)
-        """Store index of every local DOF (owned, then ghosts)."""
+        """Store index of every local DOF (owned, then ghosts; node·bs + component)."""
         self.store_of_local[: self.n_local] = owned
 
     def gather(self, local_owned: np.ndarray) -> np.ndarray | None:
@@ -96,8 +104,15 @@ class StoreOrdering:
         return recv
 
     def to_store_indices(self, local_dofs: np.ndarray) -> np.ndarray:
-        """Map local DOF indices (owned or ghost) of this rank to store indices."""
+        """Map local DOF indices (owned or ghost; node·bs + component) to store indices."""
         return self.store_of_local[np.asarray(local_dofs, dtype=np.int64)]
+
+    def to_store_nodes(self, local_nodes: np.ndarray) -> np.ndarray:
+        """Map local node (block) indices, as in ``V.dofmap``, to store node indices.
+
+        Store DOF of component c at store node k: bs·k + c (for bs = 1 the store index).
+        """
+        return self.store_of_local[self.bs * np.asarray(local_nodes, dtype=np.int64)] // self.bs
 
     def gather_matrix(self, A: PETSc.Mat) -> sp.csr_matrix | None:
         """Gather an assembled PETSc matrix (rows/cols on V) to root in store ordering.
@@ -174,6 +189,8 @@ class StoreOrdering:
     def gather_cells(self) -> np.ndarray | None:
         """Owned cells as rows of vertex-DOF store indices in meshio/VTK vertex order, on root.
 
+        For a blocked space a vertex is named by its first component's store DOF bs·k (k its
+        store node; ``points[bs·k]`` are its coordinates).
         Basix numbers a Lagrange element's vertex DOFs first, so the first vertex-count DOFs of
         each cell are its vertices (for P2 and up, the field is shown on the linear cells).
         """
@@ -184,7 +201,7 @@ class StoreOrdering:
         if msh.topology.cell_name() in ("quadrilateral", "hexahedron"):
             n_vert = 2**tdim
         cells = self.V.dofmap.list[:n_cells, :n_vert]
-        s = self.to_store_indices(cells.ravel()).reshape(cells.shape)
+        s = self.bs * self.to_store_nodes(cells.ravel()).reshape(cells.shape)
         if n_vert == 4 and tdim == 2:  # DOLFINx tensor-product order -> VTK/meshio order
             s = s[:, [0, 1, 3, 2]]
         elif n_vert == 8:

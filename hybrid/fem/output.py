@@ -7,6 +7,12 @@ from pathlib import Path
 from dolfinx import fem, io
 
 
+def _p1_space(problem) -> fem.FunctionSpace:
+    """P1 of the unknown's value shape (scalar, or a vector field's components)."""
+    shape = problem.u.ufl_shape
+    return fem.functionspace(problem.mesh, ("Lagrange", 1, shape) if shape else ("Lagrange", 1))
+
+
 def write_xdmf(problem, path: Path) -> Path:
     """Write ``problem``'s mesh and current field ``u`` to ``path`` (XDMF + HDF5); collective.
 
@@ -14,7 +20,7 @@ def write_xdmf(problem, path: Path) -> Path:
     """
     u = problem.u
     if problem.V.ufl_element().embedded_superdegree > 1:
-        u1 = fem.Function(fem.functionspace(problem.mesh, ("Lagrange", 1)), name="u")
+        u1 = fem.Function(_p1_space(problem), name="u")
         u1.interpolate(u)
         u = u1
     with io.XDMFFile(problem.mesh.comm, str(path), "w") as f:
@@ -36,7 +42,7 @@ class XDMFSeries:
         self._file.write_mesh(problem.mesh)
         self._p1 = None
         if problem.V.ufl_element().embedded_superdegree > 1:
-            self._p1 = fem.Function(fem.functionspace(problem.mesh, ("Lagrange", 1)), name="u")
+            self._p1 = fem.Function(_p1_space(problem), name="u")
 
     def __call__(self, t: float, u: fem.Function) -> None:
         if self._p1 is not None:

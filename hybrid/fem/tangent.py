@@ -63,6 +63,8 @@ class Sensitivity:
             as these solves).
         reuse: a KSP whose operator is J at the current state and already set up (the linear
             solve's own); then no J is assembled here. The caller guarantees it is current.
+        near_nullspace: a PETSc NullSpace attached to J assembled here (GAMG's near-nullspace,
+            e.g. elasticity's rigid-body modes; ``Problem.near_nullspace``).
 
     Collective on the mesh communicator.
     """
@@ -70,11 +72,11 @@ class Sensitivity:
     _ids = 0
 
     def __init__(self, F, u: fem.Function, mu, bcs: Sequence, *, options: dict | None = None,
-                 reuse: PETSc.KSP | None = None):
+                 reuse: PETSc.KSP | None = None, near_nullspace: PETSc.NullSpace | None = None):
         self.u, self.mu, self.bcs = u, mu, list(bcs)
         self.V = u.function_space
         self.comm = self.V.mesh.comm
-        self.n_local = self.V.dofmap.index_map.size_local
+        self.n_local = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
         dF = parameter_derivatives(F, mu)
         self._dF = [fem.form(f) if not f.empty() else None for f in dF]
         self.P = len(dF)
@@ -88,6 +90,8 @@ class Sensitivity:
         if reuse is None:
             self._J = fem.form(jacobian(F, u))
             self._A = fem_petsc.create_matrix(self._J)
+            if near_nullspace is not None:
+                self._A.setNearNullSpace(near_nullspace)
             self._ksp = PETSc.KSP().create(self.comm)
             Sensitivity._ids += 1
             prefix = f"sens_{Sensitivity._ids}_"

@@ -4,7 +4,7 @@
 >>> class MyPDE(hm.Model): ...
 
 See :mod:`hybrid.model.api` (Model, Settings, Problem, Context, Parameters, TimeGrid),
-:mod:`hybrid.model.helpers` (dirichlet_on_boundary) and :mod:`hybrid.model.loader`
+:mod:`hybrid.model.helpers` (dirichlet_on_boundary, rigid_body_modes) and :mod:`hybrid.model.loader`
 (load_model). Built-in models live in :mod:`hybrid.model.library`.
 """
 
@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # conda-forge or source installs
     pass
 
 from hybrid.model.api import Context, Model, Parameters, Problem, Settings, TimeGrid
-from hybrid.model.helpers import boundary_dofs, dirichlet_on_boundary
+from hybrid.model.helpers import boundary_dofs, dirichlet_on_boundary, rigid_body_modes
 from hybrid.model.loader import ENTRY_POINT_GROUP, LoadedModel, load_model
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "boundary_dofs",
     "dirichlet_on_boundary",
     "load_model",
+    "rigid_body_modes",
 ]

@@ -62,6 +62,11 @@ class Problem:
         mass: the mass form m(u, v) of m(∂u/∂t, v), linear in u (default ∫ u v dx).
         u_prev: only for a step residual written by the author: the previous step's
             Function, which hybrid updates after every step (then ``mass`` is not used).
+        near_nullspace: Functions of u's space spanning the near-nullspace of J, for
+            algebraic multigrid (``pc_type = "gamg"``): e.g. the rigid-body modes of
+            elasticity, :func:`hybrid.model.rigid_body_modes`. hybrid orthonormalises them
+            and attaches them to the operator of every solve (forward and sensitivity);
+            a direct solver ignores them.
     """
 
     u: Any
@@ -76,6 +81,7 @@ class Problem:
     initial: Any = None
     time: TimeGrid | None = None
     mass: Any = None
+    near_nullspace: list | None = None
 
 
 class Parameters(Mapping):

@@ -38,3 +38,30 @@ def dirichlet_on_boundary(V, value: float | Sequence[float] | Callable = 0.0):
     if arr.shape == (bs,):
         return fem.dirichletbc(arr, dofs, V)
     raise ValueError(f"boundary value of shape {arr.shape} does not fit a space of block size {bs}")
+
+
+def rigid_body_modes(V) -> list:
+    """The rigid-body motions of a vector space V (bs = gdim = 2 or 3) as Functions.
+
+    Translations e_i and infinitesimal rotations ω × x — (−y, x) in 2D; (−y, x, 0),
+    (z, 0, −x), (0, −z, y) in 3D —, interpolated at V's nodes (exact for Lagrange spaces of
+    any degree): the kernel of the elasticity operator without boundary conditions, the
+    near-nullspace that algebraic multigrid needs (``Problem.near_nullspace``).
+    """
+    from dolfinx import fem
+
+    bs, gdim = V.dofmap.index_map_bs, V.mesh.geometry.dim
+    if bs != gdim or gdim not in (2, 3):
+        raise ValueError(f"rigid-body modes need a vector space with gdim = 2 or 3 components, "
+                         f"got block size {bs} on a {gdim}D mesh")
+    x = V.tabulate_dof_coordinates()
+    rot = [[-x[:, 1], x[:, 0]]] if gdim == 2 else [
+        [-x[:, 1], x[:, 0], 0 * x[:, 0]], [x[:, 2], 0 * x[:, 0], -x[:, 0]],
+        [0 * x[:, 0], -x[:, 2], x[:, 1]]]
+    fields = [[np.full(len(x), float(i == c)) for c in range(gdim)] for i in range(gdim)]
+    modes = []
+    for comps in fields + rot:
+        f = fem.Function(V, name="rigid_body_mode")
+        f.x.array[:] = np.stack(comps, axis=1).ravel()
+        modes.append(f)
+    return modes

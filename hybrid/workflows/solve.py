@@ -56,7 +56,7 @@ def _summary(case: Case, problem, mu: np.ndarray, res, wall: float, comm) -> dic
         "iterations": res.iterations,
         "solve_time_s": wall,
         "ranks": comm.size,
-        "n_dofs": problem.V.dofmap.index_map.size_global,
+        "n_dofs": problem.V.dofmap.index_map.size_global * problem.V.dofmap.index_map_bs,
     }
 
 
