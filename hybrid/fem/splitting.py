@@ -114,20 +114,24 @@ class SplittingSolver:
 
     Args:
         problem: the model's problem (``time``, ``reaction``, ``states0`` set).
-        splitting: ``"godunov"`` or ``"strang"``.
+        splitting: ``"godunov"`` or ``"strang"`` (default: the problem's).
         dt, t0, t_end: the grid (default ``problem.time``); (t_end − t0)/dt whole.
         theta: θ of the diffusion step (default: 1 for Godunov, ½ for Strang).
-        ode, substeps: the reaction integrator (default rk2 with 1 substep).
+        ode, substeps: the reaction integrator (default: the problem's, rk2 with 1 substep).
         petsc_options: over the problem's and :data:`DIFFUSION_DEFAULTS`.
     """
 
-    def __init__(self, problem: ReactionDiffusion, splitting: str = "strang",
+    def __init__(self, problem: ReactionDiffusion, splitting: str | None = None,
                  dt: float | None = None, t0: float | None = None, t_end: float | None = None,
-                 theta: float | None = None, ode: str = "rk2", substeps: int = 1,
-                 petsc_options: dict | None = None, name: str = "splitting"):
+                 theta: float | None = None, ode: str | None = None,
+                 substeps: int | None = None, petsc_options: dict | None = None,
+                 name: str = "splitting"):
         if not isinstance(problem, ReactionDiffusion) or problem.reaction is None:
             raise ModelError("operator splitting needs a ReactionDiffusion problem with a "
                              "reaction function")
+        splitting = problem.splitting if splitting is None else splitting
+        ode = problem.ode if ode is None else ode
+        substeps = problem.substeps if substeps is None else substeps
         if splitting not in SPLITTINGS:
             raise ModelError(f"splitting must be one of {sorted(SPLITTINGS)}, got {splitting!r}")
         if ode not in ODE_SCHEMES:
@@ -289,3 +293,30 @@ def value_at(V: fem.FunctionSpace, values: np.ndarray, point) -> float:
     k = int(np.argmin(d))
     best = (float(d[k]), float(values[k]) if x.size else np.nan)
     return min(V.mesh.comm.allgather(best))[1]
+
+
+def solve_case(case, comm: MPI.Intracomm, mu=None, **options):
+    """Run a case whose model returns a ReactionDiffusion problem (collective).
+
+    ``mu`` defaults to the middle of the parameter box (geometric for log parameters);
+    the case's ``[time]`` t0, t_end, dt and ``[solver.petsc]`` apply; ``options`` go to
+    :class:`SplittingSolver`. Returns (result, function space, solver) — destroy the solver.
+    """
+    from hybrid.fem.mesh import build_mesh
+
+    spec = case.physics
+    msh = build_mesh(case.mesh, comm, case.mesh_file)
+    pb, ctx = spec.loaded.build(spec.model, msh, case.parameters.names)
+    space = case.parameters
+    if mu is None:
+        lo, hi = space.lower, space.upper
+        mu = np.where(space.log_mask, np.sqrt(lo * hi), 0.5 * (lo + hi))
+    ctx.mu.assign(space.check(np.asarray(mu, float)))
+    tm = case.time
+    grid = {k: getattr(tm, k) for k in ("t0", "t_end", "dt")} if tm is not None else {}
+    if tm is not None and tm.scheme is not None:
+        raise ModelError(f"{case.path}: time.scheme: a reaction-diffusion model is stepped by "
+                         "operator splitting; choose it with physics.splitting")
+    solver = SplittingSolver(pb, petsc_options=dict(case.petsc_options),
+                             **{k: v for k, v in grid.items() if v is not None}, **options)
+    return solver.run(), pb.u.function_space, solver

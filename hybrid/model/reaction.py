@@ -34,6 +34,7 @@ class ReactionDiffusion(Problem):
         states0: the initial states w(·, t0), shape (n_states, n_local) (n_states may be 0).
         state_names: names of the rows of w.
         threshold: the activation threshold of v (activation time = first upward crossing).
+        splitting, ode, substeps: the default scheme (the solver's arguments override).
         info: model facts for reports (units, parameter values).
     """
 
@@ -41,4 +42,7 @@ class ReactionDiffusion(Problem):
     states0: np.ndarray | None = None
     state_names: list[str] = field(default_factory=list)
     threshold: float = 0.5
+    splitting: str = "strang"
+    ode: str = "rk2"
+    substeps: int = 1
     info: dict[str, Any] = field(default_factory=dict)

@@ -65,6 +65,9 @@ class Monodomain(hm.Model):
         stimulus_start: float = 0.0
         stimulus_duration: float = Field(2.0, ge=0)
         threshold: float = Field(0.5, gt=0, lt=1)
+        splitting: Literal["godunov", "strang"] = "strang"
+        ode: Literal["fe", "rk2", "rk4"] = "rk2"
+        substeps: int = Field(1, ge=1, le=100)
         t_end: float = Field(100.0, gt=0)
         dt: float = Field(0.1, gt=0)
 
@@ -145,4 +148,5 @@ class Monodomain(hm.Model):
                  "fibre_angle_deg": s.fibre_angle}
         return ReactionDiffusion(u=v, F=F, initial=0.0, time=hm.TimeGrid(0.0, s.t_end, s.dt),
                                  reaction=rhs, states0=states0, state_names=names,
-                                 threshold=s.threshold, info=info)
+                                 threshold=s.threshold, splitting=s.splitting, ode=s.ode,
+                                 substeps=s.substeps, info=info)
