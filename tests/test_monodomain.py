@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import hybrid.fem  # noqa: F401, I001  (first: MPI ordering)
 from pathlib import Path
 
 import numpy as np
 import pytest
-from dolfinx import mesh as dmesh
 
+import hybrid.fem  # noqa: F401  (MPI ordering)
 import hybrid.model as hm
 from hybrid.core.case import load_case, parse_case
 from hybrid.errors import CaseError
@@ -27,6 +26,9 @@ from hybrid.fem.splitting import SplittingSolver, gather_by_coordinates, solve_c
 from hybrid.model.library.monodomain import Monodomain
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
+
+from dolfinx import mesh as dmesh  # noqa: E402  (after hybrid.fem: the wheel's MPI first)
+
 LU = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 D, K, A = 1.0, 1.0, 0.1
 C_EXACT = np.sqrt(2 * D * K) * (0.5 - A)

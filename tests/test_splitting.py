@@ -12,13 +12,11 @@
 
 from __future__ import annotations
 
-import hybrid.fem  # noqa: F401, I001  (first: MPI ordering)
 import numpy as np
 import pytest
 import ufl
-from dolfinx import fem
-from dolfinx import mesh as dmesh
 
+import hybrid.fem  # noqa: F401  (MPI ordering)
 from hybrid.errors import ModelError
 from hybrid.fem import MPI
 from hybrid.fem.splitting import SplittingSolver, crossing_times, ode_step
@@ -26,6 +24,9 @@ from hybrid.model import TimeGrid
 from hybrid.model.reaction import ReactionDiffusion
 
 LU = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+
+from dolfinx import fem  # noqa: E402  (after hybrid.fem: the wheel's MPI first)
+from dolfinx import mesh as dmesh  # noqa: E402
 
 
 def _linear_rhs(t, v, w):

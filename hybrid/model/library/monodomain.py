@@ -1,4 +1,7 @@
-"""The monodomain model of cardiac tissue (``model = "hybrid.model.library.monodomain:Monodomain"``).
+"""The monodomain model of cardiac tissue.
+
+``[physics] model = "hybrid.model.library.monodomain:Monodomain"``:
+
 
     χ C_m ∂V/∂t = ∇·(σ ∇V) − χ C_m I(V, w) + I_stim,   σ∇V·n = 0 on ∂Ω,
     σ = σ_t I + (σ_l − σ_t) f⊗f,   f = (cos α, sin α)   (fibre angle α),
