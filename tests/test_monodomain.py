@@ -5,7 +5,7 @@
     c = √(2Dk)(½ − a) under joint refinement (h, Δt)/2: rate 1 for Godunov, 2 for Strang
     (P1 in space contributes O(h²), h ∝ Δt), and the finest errors are bounded.
 (c) The Aliev–Panfilov slab: conduction velocities along and across the fibres are in the
-    ratio √(σ_l/σ_t) (5 % on 40×40 P1 cells); exactly so (to solver tolerance) where the
+    ratio √(σ_l/σ_t) (5 % on 40×40 P1 cells, converging to it under refinement); exactly so (to solver tolerance) where the
     affine map x ↦ (x/√D_l, y/√D_t) carries the discrete problem onto itself; a fibre angle
     of 90° is the 0° field reflected in the diagonal.
 """
@@ -83,11 +83,18 @@ def slab(n, size, region, angle=0.0, sl=0.12, st=0.03, t_end=260.0, dt=0.2,
 
 
 def test_slab_velocity_ratio():
-    """σ_l/σ_t = 4: c_l/c_t = 2 measured between (6, 0)–(18, 0) and (0, 6)–(0, 12) mm."""
-    V, r = slab(40, [20.0, 20.0], [[0.0, 1.5], [0.0, 1.5]])
+    """σ_l/σ_t = 4: c_l/c_t = 2 between (8, 0)–(16, 0) and (0, 4)–(0, 8) mm.
+
+    The stimulus [0, 2] × [0, 1] mm is the image of a square under x ↦ (x/√D_l, y/√D_t), so
+    the continuum ratio is exactly 2; on this isotropic 40×40 mesh the across-fibre front
+    (width ≈ 0.3 mm) is less resolved than the along-fibre one: measured 1.945 here, 1.966,
+    1.945, 1.984, 1.996 on 20 … 160 cells (benchmarks/cardiac.py). Swapping σ_l and σ_t,
+    or a ratio σ_l/σ_t instead of its square root, fails by far.
+    """
+    V, r = slab(40, [20.0, 20.0], [[0.0, 2.0], [0.0, 1.0]], t_end=170.0)
     at = lambda p: value_at(V, r.activation, np.asarray(p) / 20.0)  # noqa: E731
-    cl = 12.0 / (at([18, 0]) - at([6, 0]))
-    ct = 6.0 / (at([0, 12]) - at([0, 6]))
+    cl = 8.0 / (at([16, 0]) - at([8, 0]))
+    ct = 4.0 / (at([0, 8]) - at([0, 4]))
     assert abs(cl / ct - 2.0) < 0.1, (cl, ct, cl / ct)
     assert 0.09 < cl < 0.13, cl     # ≈ √(2D*k)(½ − a) in AP units: 0.114 mm/ms
 
