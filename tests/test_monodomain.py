@@ -23,7 +23,7 @@ import ufl
 import hybrid.fem  # noqa: F401  (MPI ordering)
 import hybrid.model as hm
 from hybrid.core.case import load_case, parse_case
-from hybrid.errors import CaseError
+from hybrid.errors import CaseError, ModelError
 from hybrid.fem import MPI
 from hybrid.fem.splitting import SplittingSolver, gather_by_coordinates, solve_case, value_at
 from hybrid.model.library.monodomain import Monodomain
@@ -155,3 +155,20 @@ def test_conductivity_tensor_with_fibre_angle_and_slab_map():
             form = ufl.replace(pb.F, {pb.u: g1, phi: g2})
             val = msh.comm.allreduce(fem.assemble_scalar(fem.form(form)), op=MPI.SUM)
             assert abs(val - np.array(a1) @ D @ np.array(a2)) < 1e-12 * np.abs(D).max() * 10
+
+
+def test_slab_case_file_short_run():
+    """cases/monodomain_slab.toml for 40 ms: the corner activates first, the front has left it."""
+    r, V, solver = solve_case(load_case(CASES / "monodomain_slab.toml"), MPI.COMM_WORLD,
+                              t_end=40.0)
+    solver.destroy()
+    t_corner = value_at(V, r.activation, [0.0, 0.0])
+    t_3mm = value_at(V, r.activation, [3.0 / 20.0, 0.0])
+    assert 0.0 < t_corner < 5.0 < t_3mm < 40.0, (t_corner, t_3mm)
+    assert r.steps == 400 and r.time_reaction > 0
+
+
+def test_time_scheme_refused_for_splitting():
+    text = (CASES / "nagumo_cable.toml").read_text() + '\n[time]\nscheme = "bdf2"\n'
+    with pytest.raises(ModelError, match="physics.splitting"):
+        solve_case(parse_case(text, CASES / "x.toml"), MPI.COMM_WORLD)

@@ -17,7 +17,7 @@ import pytest
 import ufl
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
-from hybrid.errors import ModelError
+from hybrid.errors import ModelError, SolveFailed
 from hybrid.fem import MPI
 from hybrid.fem.splitting import SplittingSolver, crossing_times, ode_step
 from hybrid.model import TimeGrid
@@ -111,3 +111,12 @@ def test_bad_inputs_are_refused():
     pb.F = v * v * phi * ufl.dx
     with pytest.raises(ModelError, match="linear in v"):
         SplittingSolver(pb, "strang")
+
+
+def test_blow_up_is_reported_with_the_step():
+    def explode(t, v, w):
+        return 1e3 * v * v, w
+    pb = _cable(8, 1.0, 20.0, explode, 1.0)
+    with pytest.raises(SolveFailed, match=r"step \d+ \(t = .*\): v is not finite"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            SplittingSolver(pb, "godunov", ode="fe", petsc_options=LU).run()

@@ -41,6 +41,7 @@ from petsc4py import PETSc
 from hybrid.errors import ModelError, SolveFailed
 from hybrid.fem.analysis import at_zero, jacobian
 from hybrid.fem.discretisation import _layer, _petsc_value
+from hybrid.fem.mesh import build_mesh
 from hybrid.fem.transient import time_steps
 from hybrid.model.reaction import ReactionDiffusion
 
@@ -300,10 +301,12 @@ def solve_case(case, comm: MPI.Intracomm, mu=None, **options):
 
     ``mu`` defaults to the middle of the parameter box (geometric for log parameters);
     the case's ``[time]`` t0, t_end, dt and ``[solver.petsc]`` apply; ``options`` go to
-    :class:`SplittingSolver`. Returns (result, function space, solver) — destroy the solver.
+    :class:`SplittingSolver` (and win over ``[time]``). Returns (result, function space, solver) — destroy the solver.
     """
-    from hybrid.fem.mesh import build_mesh
-
+    tm = case.time
+    if tm is not None and tm.scheme is not None:
+        raise ModelError(f"{case.path}: time.scheme: a reaction-diffusion model is stepped by "
+                         "operator splitting; choose it with physics.splitting")
     spec = case.physics
     msh = build_mesh(case.mesh, comm, case.mesh_file)
     pb, ctx = spec.loaded.build(spec.model, msh, case.parameters.names)
@@ -312,11 +315,7 @@ def solve_case(case, comm: MPI.Intracomm, mu=None, **options):
         lo, hi = space.lower, space.upper
         mu = np.where(space.log_mask, np.sqrt(lo * hi), 0.5 * (lo + hi))
     ctx.mu.assign(space.check(np.asarray(mu, float)))
-    tm = case.time
     grid = {k: getattr(tm, k) for k in ("t0", "t_end", "dt")} if tm is not None else {}
-    if tm is not None and tm.scheme is not None:
-        raise ModelError(f"{case.path}: time.scheme: a reaction-diffusion model is stepped by "
-                         "operator splitting; choose it with physics.splitting")
-    solver = SplittingSolver(pb, petsc_options=dict(case.petsc_options),
-                             **{k: v for k, v in grid.items() if v is not None}, **options)
+    kwargs = {k: v for k, v in grid.items() if v is not None} | options
+    solver = SplittingSolver(pb, petsc_options=dict(case.petsc_options), **kwargs)
     return solver.run(), pb.u.function_space, solver
