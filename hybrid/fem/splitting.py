@@ -301,7 +301,8 @@ def solve_case(case, comm: MPI.Intracomm, mu=None, **options):
 
     ``mu`` defaults to the middle of the parameter box (geometric for log parameters);
     the case's ``[time]`` t0, t_end, dt and ``[solver.petsc]`` apply; ``options`` go to
-    :class:`SplittingSolver` (and win over ``[time]``). Returns (result, function space, solver) — destroy the solver.
+    :class:`SplittingSolver` (and win over ``[time]``). Returns (result, function space,
+    solver) — destroy the solver.
     """
     tm = case.time
     if tm is not None and tm.scheme is not None:
