@@ -1,0 +1,322 @@
+"""Operator splitting for reaction–diffusion plug-ins (collective on the mesh communicator).
+
+The model (:class:`hybrid.model.reaction.ReactionDiffusion`) states
+
+    M dv/dt = −K v + M f(t, v, w),   dw/dt = g(t, v, w),
+
+with K from the diffusion residual r(v; φ) (linear in v, no source) and (f, g) a numpy
+function at the DOFs. One step t_n → t_{n+1} = t_n + Δt is
+
+    godunov (order 1):  R(Δt) then D(Δt)                       default θ = 1 (backward Euler)
+    strang  (order 2):  R(Δt/2), D(Δt), R(Δt/2)                default θ = ½ (Crank–Nicolson)
+
+where R(τ) integrates the pointwise ODEs over τ (``ode`` = ``"fe"`` forward Euler, ``"rk2"``
+Heun, ``"rk4"``, each with ``substeps`` equal substeps; order 1, 2, 4) and D(Δt) solves
+
+    (M + θΔt K) v_{n+1} = (M − (1 − θ)Δt K) v_n.
+
+Both matrices are assembled and the KSP (default CG + GAMG, rtol 1e-10) is set up **once
+per run**; a step is one mat-vec and one Krylov solve from the previous v as initial guess.
+The reaction runs on the local array of v (owned and ghost DOFs alike: it is pointwise, so
+ghosts stay consistent without communication).
+
+Activation times: T(x_i) = the first t at which v_i crosses ``threshold`` upward, linearly
+interpolated between the step's end values, T = t_n + Δt (θ_v − v_i^n)/(v_i^{n+1} − v_i^n);
+t0 where v_i(t0) ≥ threshold; NaN where v_i never crosses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time as _time
+from dataclasses import dataclass, field
+
+import numpy as np
+import ufl
+from dolfinx import fem
+from dolfinx.fem import petsc as fem_petsc
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from hybrid.errors import ModelError, SolveFailed
+from hybrid.fem.analysis import at_zero, jacobian
+from hybrid.fem.discretisation import _layer, _petsc_value
+from hybrid.fem.mesh import build_mesh
+from hybrid.fem.transient import time_steps
+from hybrid.model.reaction import ReactionDiffusion
+
+SPLITTINGS = {"godunov": 1.0, "strang": 0.5}   # name → default θ
+ODE_SCHEMES = ("fe", "rk2", "rk4")
+DIFFUSION_DEFAULTS = {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-10,
+                      "ksp_atol": 1e-14, "ksp_max_it": 500}
+_ids = itertools.count()
+
+
+@dataclass
+class SplittingResult:
+    """One run of the split time loop (arrays are the owned DOFs of v, local order).
+
+    Attributes:
+        activation: activation time per owned DOF (NaN: never activated).
+        v, w: the final state (owned DOFs).
+        steps: steps taken; t_end: final time.
+        iterations: Krylov iterations summed over the steps.
+        time_reaction, time_diffusion, time_total: wall seconds (this rank).
+        operator_setups: assemblies of the step matrix (1).
+    """
+
+    activation: np.ndarray
+    v: np.ndarray
+    w: np.ndarray
+    steps: int
+    t_end: float
+    iterations: int
+    time_reaction: float
+    time_diffusion: float
+    time_total: float
+    operator_setups: int = 1
+    info: dict = field(default_factory=dict)
+
+
+def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: str,
+             substeps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Advance dv/dt, dw/dt = rhs(t, v, w) by τ with ``substeps`` explicit steps (vectorised)."""
+    h = tau / substeps
+    for k in range(substeps):
+        s = t + k * h
+        if scheme == "fe":
+            dv, dw = rhs(s, v, w)
+            v, w = v + h * dv, w + h * dw
+        elif scheme == "rk2":
+            dv1, dw1 = rhs(s, v, w)
+            dv2, dw2 = rhs(s + h, v + h * dv1, w + h * dw1)
+            v, w = v + 0.5 * h * (dv1 + dv2), w + 0.5 * h * (dw1 + dw2)
+        else:
+            k1 = rhs(s, v, w)
+            k2 = rhs(s + h / 2, v + h / 2 * k1[0], w + h / 2 * k1[1])
+            k3 = rhs(s + h / 2, v + h / 2 * k2[0], w + h / 2 * k2[1])
+            k4 = rhs(s + h, v + h * k3[0], w + h * k3[1])
+            v = v + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+            w = w + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+    return v, w
+
+
+def crossing_times(t: float, dt: float, v_old: np.ndarray, v_new: np.ndarray,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """DOFs whose v crosses ``threshold`` upward in (t, t+dt], and the interpolated times."""
+    up = (v_old < threshold) & (v_new >= threshold)
+    idx = np.flatnonzero(up)
+    frac = (threshold - v_old[idx]) / (v_new[idx] - v_old[idx])
+    return idx, t + dt * frac
+
+
+class SplittingSolver:
+    """The split time loop of a :class:`ReactionDiffusion` problem (collective).
+
+    Args:
+        problem: the model's problem (``time``, ``reaction``, ``states0`` set).
+        splitting: ``"godunov"`` or ``"strang"`` (default: the problem's).
+        dt, t0, t_end: the grid (default ``problem.time``); (t_end − t0)/dt whole.
+        theta: θ of the diffusion step (default: 1 for Godunov, ½ for Strang).
+        ode, substeps: the reaction integrator (default: the problem's, rk2 with 1 substep).
+        petsc_options: over the problem's and :data:`DIFFUSION_DEFAULTS`.
+    """
+
+    def __init__(self, problem: ReactionDiffusion, splitting: str | None = None,
+                 dt: float | None = None, t0: float | None = None, t_end: float | None = None,
+                 theta: float | None = None, ode: str | None = None,
+                 substeps: int | None = None, petsc_options: dict | None = None,
+                 name: str = "splitting"):
+        if not isinstance(problem, ReactionDiffusion) or problem.reaction is None:
+            raise ModelError("operator splitting needs a ReactionDiffusion problem with a "
+                             "reaction function")
+        splitting = problem.splitting if splitting is None else splitting
+        ode = problem.ode if ode is None else ode
+        substeps = problem.substeps if substeps is None else substeps
+        if splitting not in SPLITTINGS:
+            raise ModelError(f"splitting must be one of {sorted(SPLITTINGS)}, got {splitting!r}")
+        if ode not in ODE_SCHEMES:
+            raise ModelError(f"ode must be one of {list(ODE_SCHEMES)}, got {ode!r}")
+        if not (isinstance(substeps, int) and substeps >= 1):
+            raise ModelError(f"substeps must be an integer >= 1, got {substeps!r}")
+        if problem.bcs:
+            raise ModelError("operator splitting supports natural (no-flux) boundaries only; "
+                             "the problem has Dirichlet conditions")
+        grid = problem.time
+        if grid is None and None in (dt, t_end):
+            raise ModelError("the problem has no time grid; give dt and t_end")
+        self.t0 = grid.t0 if t0 is None else float(t0)
+        self.t_end = grid.t_end if t_end is None else float(t_end)
+        self.dt = grid.dt if dt is None else float(dt)
+        try:
+            self.n_steps = time_steps(self.t0, self.t_end, self.dt)
+        except ValueError as exc:
+            raise ModelError(f"time grid: {exc}") from None
+        self.splitting, self.ode, self.substeps = splitting, ode, substeps
+        self.theta = SPLITTINGS[splitting] if theta is None else float(theta)
+        if not 0.5 <= self.theta <= 1.0:
+            raise ModelError(f"theta must lie in [0.5, 1] (unconditionally stable), got "
+                             f"{self.theta}")
+        self.problem = problem
+        u = problem.u
+        self.u, self.V = u, u.function_space
+        self.comm = self.V.mesh.comm
+        K = jacobian(problem.F, u)
+        if u in K.coefficients():
+            raise ModelError("the diffusion residual r(v; φ) must be linear in v")
+        if not at_zero(problem.F, u).empty():
+            raise ModelError("the diffusion residual must have no source (r(0; φ) = 0): "
+                             "put sources and stimuli in the reaction")
+        phi = problem.F.arguments()[0]
+        mform = problem.mass if problem.mass is not None else u * phi * ufl.dx
+        M = jacobian(mform, u)
+        th, h = self.theta, self.dt
+        self._A = fem_petsc.assemble_matrix(fem.form(M + th * h * K))
+        self._A.assemble()
+        self._B = fem_petsc.assemble_matrix(fem.form(M - (1.0 - th) * h * K)) \
+            if th < 1.0 else fem_petsc.assemble_matrix(fem.form(M))
+        self._B.assemble()
+        self.options = _layer(_layer(DIFFUSION_DEFAULTS, dict(problem.solver)),
+                              dict(petsc_options or {}))
+        self.prefix = f"{name}_{next(_ids)}_"
+        opts = PETSc.Options()
+        for k, val in self.options.items():
+            opts[f"{self.prefix}{k}"] = _petsc_value(val)
+        self.ksp = PETSc.KSP().create(self.comm)
+        self.ksp.setOptionsPrefix(self.prefix)
+        self.ksp.setOperators(self._A)
+        self.ksp.setFromOptions()
+        if self.ksp.getType() != PETSc.KSP.Type.PREONLY:
+            self.ksp.setInitialGuessNonzero(True)
+        self.ksp.setUp()
+        for k in self.options:
+            del opts[f"{self.prefix}{k}"]
+        self._rhs = self._A.createVecLeft()
+        self.n_owned = self.V.dofmap.index_map.size_local
+
+    def _initial(self) -> None:
+        init = self.problem.initial
+        if init is None:
+            self.u.x.array[:] = 0.0
+        elif isinstance(init, int | float):
+            self.u.x.array[:] = float(init)
+        elif callable(init):
+            self.u.interpolate(init)
+        else:
+            self.u.interpolate(fem.Expression(init, self.V.element.interpolation_points))
+        self.u.x.scatter_forward()
+
+    def run(self) -> SplittingResult:
+        """Run t0 → t_end (collective); SolveFailed if a Krylov solve diverges or v is NaN."""
+        pb, u = self.problem, self.u
+        n_loc = u.x.array.size
+        self._initial()
+        w = np.zeros((0, n_loc)) if pb.states0 is None else np.array(pb.states0, float)
+        if w.shape[-1] != n_loc:
+            raise ModelError(f"states0 must have {n_loc} columns (local DOFs), got {w.shape}")
+        thr, no = pb.threshold, self.n_owned
+        act = np.full(no, np.nan)
+        act[u.x.array[:no] >= thr] = self.t0
+        vec = u.x.petsc_vec
+        t_r = t_d = 0.0
+        its = 0
+        start = _time.perf_counter()
+        for n in range(self.n_steps):
+            t = self.t0 + n * self.dt
+            v_old = u.x.array[:no].copy()
+            tic = _time.perf_counter()
+            first = self.dt if self.splitting == "godunov" else self.dt / 2
+            v, w = ode_step(pb.reaction, t, first, u.x.array, w, self.ode, self.substeps)
+            u.x.array[:] = v
+            t_r += _time.perf_counter() - tic
+            tic = _time.perf_counter()
+            self._B.mult(vec, self._rhs)
+            self.ksp.solve(self._rhs, vec)
+            u.x.scatter_forward()
+            reason = self.ksp.getConvergedReason()
+            its += self.ksp.getIterationNumber()
+            t_d += _time.perf_counter() - tic
+            if reason < 0:
+                raise SolveFailed(f"step {n + 1} (t = {t + self.dt:g}): diffusion KSP "
+                                  f"diverged (reason {reason})")
+            if self.splitting == "strang":
+                tic = _time.perf_counter()
+                v, w = ode_step(pb.reaction, t + first, first, u.x.array, w, self.ode,
+                                self.substeps)
+                u.x.array[:] = v
+                t_r += _time.perf_counter() - tic
+            v_new = u.x.array[:no]
+            bad = self.comm.allreduce(int(not np.all(np.isfinite(v_new))), op=MPI.MAX)
+            if bad:
+                raise SolveFailed(f"step {n + 1} (t = {t + self.dt:g}): v is not finite")
+            idx, tc = crossing_times(t, self.dt, v_old, v_new, thr)
+            fresh = np.isnan(act[idx])
+            act[idx[fresh]] = tc[fresh]
+        total = _time.perf_counter() - start
+        return SplittingResult(activation=act, v=u.x.array[:no].copy(), w=w[:, :no].copy(),
+                               steps=self.n_steps, t_end=self.t_end, iterations=its,
+                               time_reaction=t_r, time_diffusion=t_d, time_total=total,
+                               info=dict(pb.info))
+
+    def destroy(self) -> None:
+        """Free the PETSc objects."""
+        self.ksp.destroy()
+        self._A.destroy()
+        self._B.destroy()
+        self._rhs.destroy()
+
+
+def owned_coordinates(V: fem.FunctionSpace) -> np.ndarray:
+    """Coordinates (n_owned, gdim) of the owned DOFs of a scalar space."""
+    n = V.dofmap.index_map.size_local
+    return V.tabulate_dof_coordinates()[:n, :V.mesh.geometry.dim]
+
+
+def gather_by_coordinates(V: fem.FunctionSpace, values: np.ndarray,
+                          decimals: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """All ranks' (coordinates, values), sorted by coordinates: a partition-free order.
+
+    Collective; every rank receives the whole field.
+    """
+    x = owned_coordinates(V)
+    xs = np.concatenate(V.mesh.comm.allgather(x))
+    vs = np.concatenate(V.mesh.comm.allgather(np.asarray(values)))
+    key = np.round(xs, decimals)
+    order = np.lexsort(key.T[::-1])
+    return xs[order], vs[order]
+
+
+def value_at(V: fem.FunctionSpace, values: np.ndarray, point) -> float:
+    """The owned-DOF value at the DOF nearest ``point`` (collective; all ranks get it)."""
+    x = owned_coordinates(V)
+    p = np.asarray(point, float)[: x.shape[1]]
+    d = np.linalg.norm(x - p, axis=1) if x.size else np.array([np.inf])
+    k = int(np.argmin(d))
+    best = (float(d[k]), float(values[k]) if x.size else np.nan)
+    return min(V.mesh.comm.allgather(best))[1]
+
+
+def solve_case(case, comm: MPI.Intracomm, mu=None, **options):
+    """Run a case whose model returns a ReactionDiffusion problem (collective).
+
+    ``mu`` defaults to the middle of the parameter box (geometric for log parameters);
+    the case's ``[time]`` t0, t_end, dt and ``[solver.petsc]`` apply; ``options`` go to
+    :class:`SplittingSolver` (and win over ``[time]``). Returns (result, function space,
+    solver) — destroy the solver.
+    """
+    tm = case.time
+    if tm is not None and tm.scheme is not None:
+        raise ModelError(f"{case.path}: time.scheme: a reaction-diffusion model is stepped by "
+                         "operator splitting; choose it with physics.splitting")
+    spec = case.physics
+    msh = build_mesh(case.mesh, comm, case.mesh_file)
+    pb, ctx = spec.loaded.build(spec.model, msh, case.parameters.names)
+    space = case.parameters
+    if mu is None:
+        lo, hi = space.lower, space.upper
+        mu = np.where(space.log_mask, np.sqrt(lo * hi), 0.5 * (lo + hi))
+    ctx.mu.assign(space.check(np.asarray(mu, float)))
+    grid = {k: getattr(tm, k) for k in ("t0", "t_end", "dt")} if tm is not None else {}
+    kwargs = {k: v for k, v in grid.items() if v is not None} | options
+    solver = SplittingSolver(pb, petsc_options=dict(case.petsc_options), **kwargs)
+    return solver.run(), pb.u.function_space, solver

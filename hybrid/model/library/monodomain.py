@@ -1,0 +1,155 @@
+"""The monodomain model of cardiac tissue.
+
+``[physics] model = "hybrid.model.library.monodomain:Monodomain"``:
+
+
+    χ C_m ∂V/∂t = ∇·(σ ∇V) − χ C_m I(V, w) + I_stim,   σ∇V·n = 0 on ∂Ω,
+    σ = σ_t I + (σ_l − σ_t) f⊗f,   f = (cos α, sin α)   (fibre angle α),
+
+written per unit χ C_m: ∂v/∂t = ∇·(D∇v) + f(v, w) + s(t, x), D = σ/(χ C_m), with v the
+scaled transmembrane potential (V = 100 v − 80 mV for Aliev–Panfilov). Ionic models
+(``ionic``):
+
+- ``"nagumo"`` (the verification cable): f = k v(1 − v)(v − a), no w. Its travelling front
+  has the exact speed c = √(2Dk)(½ − a) (profile v = 1/(1 + exp((x − ct)/√(2D/k)))).
+- ``"aliev_panfilov"`` (Aliev & Panfilov 1996), in its standard scaled form with the time
+  unit T (ms): f = −[k v(v − a)(v − 1) + v w]/T,
+  dw/dt = ε(v, w)(−w − k v(v − a − 1))/T, ε = ε0 + μ1 w/(v + μ2); k = 8, a = 0.15,
+  ε0 = 0.002, μ1 = 0.2, μ2 = 0.3, T = 12.9 ms (dimensionless).
+
+Units (Niederer et al. 2011 conventions): length mm, time ms, σ in mS/mm, χ in mm⁻¹,
+C_m in μF/mm², so D = σ/(χC_m) is in mm²/ms; the stimulus s is given as dv/dt (per ms) in a
+box ``stimulus_region`` (mm) for ``stimulus_duration`` ms from ``stimulus_start``.
+
+Geometry: ``geometry = "cable"`` on an ``interval`` mesh (parameter ``sigma``), or
+``"slab"``: the ``unit_square`` mesh mapped onto [0, Lx] × [0, Ly] (``size``), parameters
+``sigma_l``, ``sigma_t``. The map x = S ξ, S = diag(Lx, Ly), is applied in the form:
+∫_Ω D∇v·∇φ dx = |S| ∫ (S⁻¹DS⁻¹)∇_ξ v·∇_ξ φ dξ and ∫_Ω vφ dx = |S| ∫ vφ dξ (|S| cancels).
+The output is the activation time field (first upward crossing of ``threshold``), stepped
+by :mod:`hybrid.fem.splitting`; no QoI forms.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import ufl
+from dolfinx import fem
+from pydantic import Field
+
+import hybrid.model as hm
+from hybrid.model.reaction import ReactionDiffusion
+
+
+class Monodomain(hm.Model):
+    name = "monodomain"
+
+    class Settings(hm.Settings):
+        """[physics] settings of the model."""
+
+        geometry: Literal["cable", "slab"] = "slab"
+        ionic: Literal["nagumo", "aliev_panfilov"] = "aliev_panfilov"
+        size: list[float] = Field(default_factory=lambda: [20.0, 20.0])
+        fibre_angle: float = 0.0                    # degrees from the x axis
+        chi: float = Field(140.0, gt=0)             # mm⁻¹
+        C_m: float = Field(0.01, gt=0)              # μF/mm²
+        nagumo_k: float = Field(1.0, gt=0)          # 1/ms
+        nagumo_a: float = Field(0.1, gt=0, lt=0.5)
+        ap_k: float = Field(8.0, gt=0)
+        ap_a: float = Field(0.15, gt=0, lt=1)
+        ap_eps0: float = Field(0.002, gt=0)
+        ap_mu1: float = Field(0.2, ge=0)
+        ap_mu2: float = Field(0.3, gt=0)
+        time_scale: float = Field(12.9, gt=0)       # ms per Aliev–Panfilov time unit
+        stimulus_region: list[list[float]] = Field(
+            default_factory=lambda: [[0.0, 1.5], [0.0, 1.5]])
+        stimulus_amplitude: float = Field(0.5, ge=0)    # dv/dt in 1/ms
+        stimulus_start: float = 0.0
+        stimulus_duration: float = Field(2.0, ge=0)
+        threshold: float = Field(0.5, gt=0, lt=1)
+        splitting: Literal["godunov", "strang"] = "strang"
+        ode: Literal["fe", "rk2", "rk4"] = "rk2"
+        substeps: int = Field(1, ge=1, le=100)
+        t_end: float = Field(100.0, gt=0)
+        dt: float = Field(0.1, gt=0)
+
+    def parameters(self):
+        return ["sigma"] if self.settings.geometry == "cable" else ["sigma_l", "sigma_t"]
+
+    def qoi_names(self):
+        return []
+
+    def check(self, case):
+        s = self.settings
+        want = "interval" if s.geometry == "cable" else "unit_square"
+        if case.mesh.type != want:
+            yield "mesh.type", f"geometry {s.geometry!r} is posed on mesh type {want!r}"
+        dim = 1 if s.geometry == "cable" else 2
+        if len(s.stimulus_region) != dim or any(len(b) != 2 or b[0] >= b[1]
+                                                for b in s.stimulus_region):
+            yield "physics.stimulus_region", (f"needs {dim} intervals [lo, hi] with lo < hi, "
+                                              f"got {s.stimulus_region}")
+        if s.geometry == "slab" and (len(s.size) != 2 or min(s.size) <= 0):
+            yield "physics.size", f"needs [Lx, Ly] > 0 (mm), got {s.size}"
+        if any(p.lower <= 0 for p in case.parameters.parameters):
+            yield "parameters", "conductivities must have lower bound > 0"
+
+    def build(self, ctx):
+        s, msh = self.settings, ctx.mesh
+        V = fem.functionspace(msh, ("Lagrange", 1))
+        v, phi = fem.Function(V, name="v"), ufl.TestFunction(V)
+        scale = 1.0 / (s.chi * s.C_m)
+        if s.geometry == "cable":
+            D = scale * ctx.mu["sigma"]
+            F = D * ufl.inner(ufl.grad(v), ufl.grad(phi)) * ufl.dx
+            stretch = np.ones(1)
+        else:
+            a = np.deg2rad(s.fibre_angle)
+            f = np.array([np.cos(a), np.sin(a)])
+            stretch = np.asarray(s.size, float)
+            Si = np.diag(1.0 / stretch)
+            ff = Si @ np.outer(f, f) @ Si          # S⁻¹ f⊗f S⁻¹
+            ii = Si @ Si                           # S⁻¹ I S⁻¹
+            sl, st = ctx.mu["sigma_l"], ctx.mu["sigma_t"]
+            Dh = scale * (st * ufl.as_matrix(ii.tolist())
+                          + (sl - st) * ufl.as_matrix(ff.tolist()))
+            F = ufl.inner(Dh * ufl.grad(v), ufl.grad(phi)) * ufl.dx
+        n_loc = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
+        x = V.tabulate_dof_coordinates()[:n_loc, :stretch.size] * stretch
+        box = np.asarray(s.stimulus_region, float)
+        inside = np.all((x >= box[:, 0] - 1e-12) & (x <= box[:, 1] + 1e-12), axis=1)
+        stim = np.where(inside, s.stimulus_amplitude, 0.0)
+        t_on, t_off = s.stimulus_start, s.stimulus_start + s.stimulus_duration
+
+        def stimulus(t: float) -> np.ndarray | float:
+            return stim if t_on <= t < t_off else 0.0
+
+        if s.ionic == "nagumo":
+            k, aa = s.nagumo_k, s.nagumo_a
+
+            def rhs(t, vv, w):
+                return k * vv * (1.0 - vv) * (vv - aa) + stimulus(t), w * 0.0
+
+            states0, names = np.zeros((0, n_loc)), []
+            info = {"ionic": "nagumo", "k": k, "a": aa}
+        else:
+            k, aa, e0, m1, m2, T = (s.ap_k, s.ap_a, s.ap_eps0, s.ap_mu1, s.ap_mu2,
+                                    s.time_scale)
+
+            def rhs(t, vv, w):
+                r = w[0]
+                dv = -(k * vv * (vv - aa) * (vv - 1.0) + vv * r) / T + stimulus(t)
+                eps = e0 + m1 * r / (vv + m2)
+                dr = eps * (-r - k * vv * (vv - aa - 1.0)) / T
+                return dv, dr[None, :]
+
+            states0, names = np.zeros((1, n_loc)), ["w"]
+            info = {"ionic": "aliev_panfilov", "k": k, "a": aa, "eps0": e0, "mu1": m1,
+                    "mu2": m2, "time_scale_ms": T}
+        info |= {"geometry": s.geometry, "chi_per_mm": s.chi, "C_m_uF_per_mm2": s.C_m,
+                 "fibre_angle_deg": s.fibre_angle}
+        return ReactionDiffusion(u=v, F=F, initial=0.0, time=hm.TimeGrid(0.0, s.t_end, s.dt),
+                                 reaction=rhs, states0=states0, state_names=names,
+                                 threshold=s.threshold, splitting=s.splitting, ode=s.ode,
+                                 substeps=s.substeps, info=info)
