@@ -65,6 +65,13 @@ class ModelProblem:
         self.mesh, tags = build_mesh_and_tags(case.mesh, comm, case.mesh_file)
         self.pb, self.ctx = spec.loaded.build(spec.model, self.mesh, case.parameters.names,
                                               tags)
+        from hybrid.model.reaction import ReactionDiffusion
+
+        if isinstance(self.pb, ReactionDiffusion):   # its reaction is not part of F
+            raise ModelError(f"{spec.loaded.origin}: a reaction-diffusion model is stepped by "
+                             "operator splitting (hybrid.fem.splitting.solve_case); hybrid "
+                             "solve, campaigns and inference of such models are not "
+                             "supported yet")
         self.pb.F = pin_quadrature_degrees(self.pb.F)   # one rule for F, J and ∂F/∂μ
         self.mu = self.ctx.mu
         self.u = self.pb.u
