@@ -172,3 +172,29 @@ def test_memory_stays_bounded_and_the_known_basis_is_found(tmp_path):
     # the basis itself (n × N, 6.4 MB) and one block of values (S × 4000 + band): ≪ S·N
     assert peak < 0.25 * dense, (peak, dense)        # measured 10.4 MB of 64 MB
     assert peak > 8 * n * m * m                 # it did hold the basis (the bound can fail)
+
+
+def test_train_with_a_streamed_store_equals_the_in_memory_build(campaign_store):
+    """build_surrogate(pod_method="streaming") never loads the store; it gives the in-memory
+    build's basis (up to signs), coefficients and validation errors."""
+    from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.surrogate.training import TrainingConfig
+
+    store = campaign_store
+    cfg = dict(validation_fraction=0.25, seed=0, progress=False, device="cpu", threads=1)
+    ref, _ = build_surrogate(store, BuildOptions(kind="galerkin", modes=8, pod_method="qr",
+                                                 training=TrainingConfig(**cfg)))
+    got, rep = build_surrogate(store, BuildOptions(kind="galerkin", modes=8,
+                                                   pod_method="streaming",
+                                                   training=TrainingConfig(**cfg)))
+    assert rep["pod_method"] == "streaming"
+    st = SnapshotStore(store)
+    X = inner_product(st.static, "energy", _theta_ref(st))     # the build's inner product
+    G = got.modes @ (X @ ref.modes.T)      # X-orthonormal bases: ±identity up to round-off
+    np.testing.assert_allclose(np.abs(np.diag(G)), 1.0, atol=1e-8)
+    mu = SnapshotStore(store).snapshots()[0][:4]
+    np.testing.assert_allclose(got.field(mu), ref.field(mu), rtol=0,
+                               atol=1e-8 * np.abs(ref.field(mu)).max())
+    m0, m1 = ref.meta["metrics"], got.meta["metrics"]
+    np.testing.assert_allclose(m1["surrogate_error_mean"], m0["surrogate_error_mean"],
+                               rtol=1e-5)

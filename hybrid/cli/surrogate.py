@@ -30,6 +30,9 @@ def train_command(
                                                 "of the snapshot energy")] = 1.0 - 1e-10,
     inner_product: Annotated[str, typer.Option(help="POD inner product: auto, energy, h1, "
                                                      "h10 or l2")] = "auto",
+    pod_method: Annotated[str, typer.Option(
+        help="POD: auto, qr, snapshots, randomized or streaming (read the store in blocks, "
+             "never whole; auto streams stores above 4 GiB)")] = "auto",
     epochs: Annotated[int, typer.Option(help="Adam epochs (full batch)")] = 500,
     lbfgs: Annotated[int, typer.Option(help="L-BFGS iterations after Adam")] = 3000,
     width: Annotated[int, typer.Option(help="hidden units per layer")] = 64,
@@ -65,6 +68,7 @@ def train_command(
                          precision=precision, threads=threads,
                          progress=progress and sys.stderr.isatty())
     opts = BuildOptions(kind=kind, modes=modes, energy=energy, inner_product=inner_product,
+                        pod_method=pod_method,
                         amplitude=amplitude, training=cfg)
     sur, report = build_surrogate(store, opts)
     if _rank() != 0:

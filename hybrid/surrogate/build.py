@@ -47,7 +47,10 @@ class BuildOptions:
         energy: keep the fewest modes that capture this fraction of the snapshot energy.
         inner_product: ``"auto"`` (``"energy"`` for affine models, else ``"h1"``), ``"energy"``,
             ``"h1"``, ``"h10"`` or ``"l2"``.
-        pod_method: ``"auto"``, ``"qr"``, ``"snapshots"`` or ``"randomized"``.
+        pod_method: ``"auto"``, ``"qr"``, ``"snapshots"``, ``"randomized"`` or
+            ``"streaming"`` (the store is read in blocks and never held in memory:
+            :mod:`hybrid.surrogate.streaming`; ``"auto"`` streams stores whose fields exceed
+            :data:`STREAMING_BYTES`).
         mu_ref: reference parameter μ̄ of the energy norm and the coercivity bound (default:
             (1, …, 1) if inside the box, else the box centre).
         amplitude: scale network outputs by the one-mode Galerkin amplitude (affine models;
@@ -69,6 +72,24 @@ class BuildOptions:
         d = asdict(self)
         d["training"] = self.training.to_dict()
         return d
+
+
+STREAMING_BYTES = 4 << 30
+"""``pod_method="auto"`` streams the store (:mod:`hybrid.surrogate.streaming`) when its fields
+would take more than this many bytes in memory (S·N·8)."""
+
+
+def _store_bytes(store) -> int:
+    """S·N·8: the bytes of the store's fields in memory (an upper bound: failed samples count)."""
+    return len(store.sample_files()) * store.n_dofs * 8
+
+
+def _load(store, indices, N: int) -> np.ndarray:
+    """The fields of the samples ``indices`` (k, N), read one file at a time."""
+    from hybrid.core.store import read_sample, sample_path
+
+    return np.array([read_sample(sample_path(store.path, int(i))).u for i in indices]
+                    ).reshape(-1, N)
 
 
 def _split(S: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +129,16 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         opt.training.check()
     t_start = time.perf_counter()
     space = store.space
-    mu, U = store.snapshots()
+    streaming = opt.pod_method == "streaming" or (
+        opt.pod_method == "auto" and _store_bytes(store) > STREAMING_BYTES)
+    fields = None
+    if streaming:     # U stays on disk: the POD and the coefficients read it in blocks
+        from hybrid.surrogate.streaming import StoreFields
+
+        fields = StoreFields(store)
+        mu, U = fields.mu, None
+    else:
+        mu, U = store.snapshots()
     S = mu.shape[0]
     if S < 2:
         raise SurrogateError(f"{store.path}: {S} successful snapshot(s); a surrogate needs at "
@@ -117,7 +147,13 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     spec = coefficients_of(store.manifest, space.dim)
     affine = bool(static.affine_a) and spec is not None and spec.affine
     D = np.asarray(static.dirichlet_dofs, dtype=int)
-    if D.size and np.abs(U[:, D]).max() > 1e-10 * max(np.abs(U).max(), 1e-300):
+    N = store.n_dofs
+    cfg = opt.training
+    ti, vi = _split(S, cfg.validation_fraction, cfg.seed)
+    # the validation snapshots are the only ones held in memory when streaming
+    U_check = U if U is not None else _load(store, fields.indices[vi] if vi.size else
+                                            fields.indices[:1], N)
+    if D.size and np.abs(U_check[:, D]).max() > 1e-10 * max(np.abs(U_check).max(), 1e-300):
         raise SurrogateError(f"{store.path}: snapshots are not zero on the Dirichlet DOFs; "
                              "non-homogeneous boundary conditions are not supported")
     if getattr(static, "observation_affine", None) is not None and not affine:
@@ -134,18 +170,23 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     theta_ref = spec.theta_a(mu_ref) if affine else None
     ip = opt.inner_product if opt.inner_product != "auto" else ("energy" if affine else "h1")
     X = inner_product(static, ip, theta_ref)
-    cfg = opt.training
 
     # ---- split and POD of the training part
-    ti, vi = _split(S, cfg.validation_fraction, cfg.seed)
     t0 = time.perf_counter()
-    P = pod(U[ti], X, modes=opt.modes, energy=opt.energy, method=opt.pod_method,
-            seed=cfg.seed)
+    if streaming:
+        from hybrid.surrogate.streaming import StoreFields, coefficients, streaming_pod
+
+        P = streaming_pod(StoreFields(store, indices=fields.indices[ti]), X,
+                          modes=opt.modes, energy=opt.energy)
+    else:
+        P = pod(U[ti], X, modes=opt.modes, energy=opt.energy, method=opt.pod_method,
+                seed=cfg.seed)
     t_pod = time.perf_counter() - t0
     modes = P.modes
     n = P.n_modes
     XPhi = np.asarray(X @ modes.T)                      # (N, n)
-    coef = U @ XPhi                                     # projection coefficients (S, n)
+    # projection coefficients (S, n)
+    coef = coefficients(fields, modes, X) if streaming else U @ XPhi
     report: dict = {"snapshots": S, "train": int(ti.size), "validation": int(vi.size),
                     "n_modes": n, "inner_product": ip, "pod_method": P.method,
                     "energy_captured": P.energy_fraction(), "pod_time_s": t_pod}
@@ -165,7 +206,7 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
             reduced.update(observations_a=ops.observations_a,
                            observations_f=ops.observations_f)
     else:
-        reduced.update(qoi=np.atleast_2d(static.qoi_functionals).reshape(-1, U.shape[1])
+        reduced.update(qoi=np.atleast_2d(static.qoi_functionals).reshape(-1, N)
                        @ modes.T)
         obs = static.observation_functionals
         reduced["observations"] = (np.zeros((0, n)) if obs is None or np.size(obs) == 0
@@ -230,7 +271,7 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         "qoi": store.qoi_names,
         "observations": store.observation_names,
         "fingerprint": store.manifest.get("fingerprint"),
-        "n_dofs": int(U.shape[1]),
+        "n_dofs": int(N),
         "n_modes": int(n),
         "affine": affine,
         "amplitude": use_amp,
@@ -251,7 +292,7 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     # ---- metrics on the validation split
     metrics: dict = {}
     if vi.size:
-        Uv = U[vi]
+        Uv = U[vi] if U is not None else U_check
         ranks = np.arange(1, n + 1)
         pe = projection_errors(modes, Uv, X, ranks)
         metrics["ranks"] = ranks.tolist()
