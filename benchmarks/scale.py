@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -50,25 +49,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from streaming_pod import peak_rss_bytes  # noqa: E402  (one reader of VmHWM)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GAMG = 'ksp_type = "cg"\npc_type = "gamg"\nksp_rtol = 1e-10'
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM of /proc/self/status; ru_maxrss elsewhere).
-
-    VmHWM belongs to the process image: unlike ``ru_maxrss`` it does not carry over the
-    high-water mark of the parent that forked this process before its exec.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def worker(case_path: Path, store: Path, G: int, samples: int, out: Path) -> None:

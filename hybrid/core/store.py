@@ -482,6 +482,22 @@ def _check_manifest(mf: Path, m: dict) -> None:
                              f"[{p.lower:g}, {p.upper:g}])")
 
 
+def output_time_indices(grid: np.ndarray, times, tol: float | None = None) -> np.ndarray:
+    """Indices into the output times ``grid`` of ``times``; ValueError(t) for one off the grid.
+
+    A time matches its nearest grid time within ``tol`` (default 1e-9·(1 + |t_end|)).
+    """
+    grid = np.asarray(grid, dtype=float)
+    tol = 1e-9 * (1.0 + abs(grid[-1])) if tol is None else tol
+    idx = []
+    for x in np.atleast_1d(np.asarray(times, dtype=float)):
+        k = int(np.argmin(np.abs(grid - x)))
+        if abs(grid[k] - x) > tol:
+            raise ValueError(float(x))
+        idx.append(k)
+    return np.array(idx, dtype=int)
+
+
 def _check_time_record(mf: Path, rec) -> None:
     """The manifest's ``time`` record: output times strictly increasing and finite."""
     if not isinstance(rec, dict) or not isinstance(rec.get("times"), list):
@@ -494,10 +510,13 @@ def _check_time_record(mf: Path, rec) -> None:
         raise StoreError(f"{mf}: manifest 'time.times' must be a non-empty, strictly "
                          "increasing list of finite numbers")
     obs = rec.get("observation_times", [])
-    if not isinstance(obs, list) or any(not np.any(np.isclose(o, t, rtol=0, atol=1e-9 * (
-            1 + abs(t[-1])))) for o in obs if isinstance(o, int | float)) or \
-            any(not isinstance(o, int | float) for o in obs):
-        raise StoreError(f"{mf}: manifest 'time.observation_times' must be output times")
+    try:
+        if not isinstance(obs, list) or any(not isinstance(o, int | float) for o in obs):
+            raise ValueError
+        output_time_indices(t, obs)
+    except ValueError:
+        raise StoreError(f"{mf}: manifest 'time.observation_times' must be output times") \
+            from None
 
 
 class SnapshotStore:
@@ -580,15 +599,11 @@ class SnapshotStore:
         t = self.times
         if t is None:
             raise StoreError(f"{self.path}: a steady store has no time axis")
-        tol = 1e-9 * (1.0 + abs(t[-1]))
-        idx = []
-        for x in np.atleast_1d(np.asarray(times, dtype=float)):
-            k = int(np.argmin(np.abs(t - x)))
-            if abs(t[k] - x) > tol:
-                raise StoreError(f"{self.path}: t = {x:g} is not an output time of the store "
-                                 f"({t[0]:g} … {t[-1]:g}, {t.size} times)")
-            idx.append(k)
-        return np.array(idx, dtype=int)
+        try:
+            return output_time_indices(t, times)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: t = {exc.args[0]:g} is not an output time of the "
+                             f"store ({t[0]:g} … {t[-1]:g}, {t.size} times)") from None
 
     @property
     def physics(self) -> dict:

@@ -161,18 +161,16 @@ class ModelProblem:
             return np.zeros(0, dtype=int)
         out = self.stepper.output_times()
         times = obs.times if obs.times is not None else [float(out[-1])]
-        tol = 1e-9 * max(1.0, abs(out[-1]))
-        idx = []
-        for t in times:
-            k = int(np.argmin(np.abs(out - t)))
-            if abs(out[k] - t) > tol:
-                raise CaseError(
-                    f"{self.case.path}: observations.times: t = {t:g} is not an output time "
-                    f"(t0 = {out[0]:g}, dt = {self.stepper.dt:g}, every {self.stepper.every} "
-                    f"steps: {out[1] - out[0] if out.size > 1 else 0:g} apart, to "
-                    f"t_end = {out[-1]:g})")
-            idx.append(k)
-        return np.array(idx, dtype=int)
+        from hybrid.core.store import output_time_indices
+
+        try:
+            return output_time_indices(out, times, tol=1e-9 * max(1.0, abs(out[-1])))
+        except ValueError as exc:
+            raise CaseError(
+                f"{self.case.path}: observations.times: t = {exc.args[0]:g} is not an output "
+                f"time (t0 = {out[0]:g}, dt = {self.stepper.dt:g}, every {self.stepper.every} "
+                f"steps: {out[1] - out[0] if out.size > 1 else 0:g} apart, to "
+                f"t_end = {out[-1]:g})") from None
 
     @property
     def observation_times(self) -> np.ndarray:
@@ -196,7 +194,8 @@ class ModelProblem:
         Sensor rows are applied to the owned DOFs and summed over ranks: no field is gathered
         for the observations.
         """
-        rows = self._owned_rows()
+        owned = self._observation_rows_owned() if self.case.observations.names() else []
+        rows = np.array(owned) if owned else None
         steps = set(self.observation_steps.tolist())
         y, k = [], [0]
         n_local = self.ordering.n_local       # owned DOFs (× block size)
@@ -213,17 +212,6 @@ class ModelProblem:
             U = np.array(got) if self.comm.rank == self.ordering.root else None
         obs = np.concatenate(y) if (res.ok and y) else (np.zeros(0) if res.ok else None)
         return res, obs, U
-
-    def _owned_rows(self) -> np.ndarray | None:
-        """The observation rows restricted to this rank's owned DOFs (n_obs, n_local)."""
-        if not self.case.observations.names():
-            return None
-        if getattr(self, "_rows_owned", None) is None:
-            L = self.observation_rows()
-            n = self.comm.bcast(None if L is None else L.shape[0], root=self.ordering.root)
-            self._rows_owned = np.array(
-                [self.ordering.scatter(L[i] if L is not None else None) for i in range(n)])
-        return self._rows_owned
 
     # ---------------------------------------------------------------- solve and outputs
     @property

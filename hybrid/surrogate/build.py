@@ -92,6 +92,29 @@ def _load(store, indices, N: int) -> np.ndarray:
                     ).reshape(-1, N)
 
 
+def store_meta(store, kind: str, ti: np.ndarray, vi: np.ndarray) -> dict:
+    """The metadata every surrogate records of its store and its training split.
+
+    Case, physics, model, parameters, QoIs, observations, fingerprint, and the store itself
+    (path, checksum, the training and validation sample positions).
+    """
+    return {
+        "kind": kind,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "case_name": store.manifest.get("case_name"),
+        "case_text": store.manifest.get("case_text", ""),
+        "physics": store.physics,
+        **({"model": store.manifest["model"]} if "model" in store.manifest else {}),
+        "parameters": store.space.to_dict(),
+        "qoi": store.qoi_names,
+        "observations": store.observation_names,
+        "fingerprint": store.manifest.get("fingerprint"),
+        "store": {"path": str(store.path), "checksum": store.checksum(),
+                  "snapshots": int(ti.size + vi.size), "train_indices": ti.tolist(),
+                  "validation_indices": vi.tolist()},
+    }
+
+
 def _split(S: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     n_val = int(round(fraction * S)) if S >= 5 else 0
     perm = np.random.default_rng(seed).permutation(S)
@@ -261,22 +284,11 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
         report["device"] = res.device
 
     meta = {
-        "kind": opt.kind,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "case_name": store.manifest.get("case_name"),
-        "case_text": store.manifest.get("case_text", ""),
-        "physics": store.physics,
-        **({"model": store.manifest["model"]} if "model" in store.manifest else {}),
-        "parameters": space.to_dict(),
-        "qoi": store.qoi_names,
-        "observations": store.observation_names,
-        "fingerprint": store.manifest.get("fingerprint"),
+        **store_meta(store, opt.kind, ti, vi),
         "n_dofs": int(N),
         "n_modes": int(n),
         "affine": affine,
         "amplitude": use_amp,
-        "store": {"path": str(store.path), "checksum": store.checksum(), "snapshots": S,
-                  "train_indices": ti.tolist(), "validation_indices": vi.tolist()},
         "pod": {"inner_product": ip, "method": P.method, "energy_captured": P.energy_fraction(),
                 "requested_modes": opt.modes, "requested_energy": opt.energy},
         "estimator": {"available": est is not None, "norm": "energy at mu_ref",

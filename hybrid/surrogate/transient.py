@@ -193,16 +193,14 @@ class TransientSurrogate(Surrogate):
 
     def time_indices(self, times) -> np.ndarray:
         """Indices into :attr:`times` of ``times`` (each must be an output time)."""
+        from hybrid.core.store import output_time_indices
+
         t = self.times
-        tol = 1e-9 * (1.0 + abs(t[-1]))
-        out = []
-        for x in np.atleast_1d(np.asarray(times, dtype=float)):
-            k = int(np.argmin(np.abs(t - x)))
-            if abs(t[k] - x) > tol:
-                raise SurrogateError(f"t = {x:g} is not an output time of the surrogate "
-                                     f"({t[0]:g} … {t[-1]:g}, {t.size} times)")
-            out.append(k)
-        return np.array(out, dtype=int)
+        try:
+            return output_time_indices(t, times)
+        except ValueError as exc:
+            raise SurrogateError(f"t = {exc.args[0]:g} is not an output time of the surrogate "
+                                 f"({t[0]:g} … {t[-1]:g}, {t.size} times)") from None
 
     def theta_0(self, mu):
         """ϑ0_q(μ) of the initial state's terms, (..., Q0)."""

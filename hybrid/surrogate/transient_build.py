@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 
 import numpy as np
@@ -46,7 +45,7 @@ def build_transient_surrogate(store, opt):
     """(TransientSurrogate, report) from a transient :class:`SnapshotStore` and BuildOptions."""
     from hybrid.core.provenance import package_versions
     from hybrid.core.theta import evaluate_all
-    from hybrid.surrogate.build import _split, default_mu_ref, inner_product
+    from hybrid.surrogate.build import _split, default_mu_ref, inner_product, store_meta
     from hybrid.surrogate.coefficients import coefficients_of
     from hybrid.surrogate.reductor import free_dofs
     from hybrid.surrogate.spacetime import project, relative_spacetime_errors
@@ -200,23 +199,13 @@ def build_transient_surrogate(store, opt):
         report["training_time_s"] = res.wall_time
 
     meta = {
-        "kind": kind,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "case_name": store.manifest.get("case_name"),
-        "case_text": store.manifest.get("case_text", ""),
-        "physics": store.physics,
-        **({"model": store.manifest["model"]} if "model" in store.manifest else {}),
-        "parameters": space.to_dict(),
-        "qoi": store.qoi_names,
+        **store_meta(store, kind, ti, vi),
         "observations": _data_names(store),
         "sensors": store.observation_names,
-        "fingerprint": store.manifest.get("fingerprint"),
         "time": tm,
         "n_dofs": int(U.shape[2]),
         "n_modes": int(n),
         "affine": affine,
-        "store": {"path": str(store.path), "checksum": store.checksum(), "snapshots": S,
-                  "train_indices": ti.tolist(), "validation_indices": vi.tolist()},
         "pod": {"inner_product": ip, "method": pod.method, "n_fixed": int(pod.n_fixed),
                 "rounding_floor": ROUNDING,
                 "requested_modes": opt.modes, "requested_energy": opt.energy},
