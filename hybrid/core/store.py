@@ -573,6 +573,14 @@ class SnapshotStore:
         return self.manifest["case_text"]
 
     @property
+    def field(self) -> dict:
+        """What the stored field is: the manifest's ``field`` record, or ``{"name": "u"}``.
+
+        An activation-time store: name, unit, kind, t_end, threshold, missing.
+        """
+        return self.manifest.get("field", {"name": "u"})
+
+    @property
     def transient(self) -> bool:
         """Whether the samples are trajectories (the manifest has a ``time`` record)."""
         return "time" in self.manifest
@@ -656,8 +664,12 @@ class SnapshotStore:
                     raise StoreError(f"{path}: sample has {np.size(s.qoi)} QoIs, the store {Q}")
                 raise StoreError(f"{path}: sample has QoIs of shape {np.shape(s.qoi)}, the "
                                  f"store {(*lead, Q)}")
+            nan_ok = "missing" in self.field   # an activation time: NaN = never activated
             for name, v in (("mu", s.mu), ("field u", s.u), ("QoIs", s.qoi)):
-                if v is not None and not np.all(np.isfinite(v)):
+                if v is None:
+                    continue
+                fine = (~np.isinf(v) if nan_ok and name != "mu" else np.isfinite(v))
+                if not np.all(fine):
                     raise StoreError(f"{path}: sample marked ok has non-finite values in its "
                                      f"{name} (NaN or inf); remove the file or re-solve it")
         return s

@@ -56,22 +56,27 @@ from hybrid.fem.solver import SolveResult
 
 
 class ModelProblem:
-    """A plug-in model on ``case`` (its ``physics`` a :class:`hybrid.core.physics.PluginSpec`)."""
+    """A plug-in model on ``case`` (its ``physics`` a :class:`hybrid.core.physics.PluginSpec`).
 
-    def __init__(self, case: Case, comm: MPI.Intracomm):
+    ``built``: the (mesh, tags, Problem, Context) already built by
+    :func:`hybrid.fem.problems.create_problem` (default: built here).
+    """
+
+    def __init__(self, case: Case, comm: MPI.Intracomm, built=None):
         self.case, self.comm = case, comm
         spec = case.physics
         self.spec = spec
-        self.mesh, tags = build_mesh_and_tags(case.mesh, comm, case.mesh_file)
-        self.pb, self.ctx = spec.loaded.build(spec.model, self.mesh, case.parameters.names,
-                                              tags)
+        if built is None:
+            mesh, tags = build_mesh_and_tags(case.mesh, comm, case.mesh_file)
+            pb, ctx = spec.loaded.build(spec.model, mesh, case.parameters.names, tags)
+            built = (mesh, tags, pb, ctx)
+        self.mesh, tags, self.pb, self.ctx = built
         from hybrid.model.reaction import ReactionDiffusion
 
         if isinstance(self.pb, ReactionDiffusion):   # its reaction is not part of F
             raise ModelError(f"{spec.loaded.origin}: a reaction-diffusion model is stepped by "
-                             "operator splitting (hybrid.fem.splitting.solve_case); hybrid "
-                             "solve, campaigns and inference of such models are not "
-                             "supported yet")
+                             "operator splitting: use hybrid.fem.problems.create_problem "
+                             "(the activation-time map, hybrid.fem.activation)")
         self.pb.F = pin_quadrature_degrees(self.pb.F)   # one rule for F, J and ∂F/∂μ
         self.mu = self.ctx.mu
         self.u = self.pb.u

@@ -176,6 +176,12 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     # the validation snapshots are the only ones held in memory when streaming
     U_check = U if U is not None else _load(store, fields.indices[vi] if vi.size else
                                             fields.indices[:1], N)
+    bad = ~np.isfinite(U_check).all(axis=1)
+    if bad.any():     # e.g. an activation-time map with never-activated DOFs (NaN)
+        what = store.manifest.get("field", {}).get("missing", "NaN or inf values")
+        raise SurrogateError(f"{store.path}: {int(bad.sum())} snapshot(s) hold non-finite "
+                             f"values ({what}); a POD needs finite fields — for activation "
+                             "times, raise t_end so that all tissue activates")
     if D.size and np.abs(U_check[:, D]).max() > 1e-10 * max(np.abs(U_check).max(), 1e-300):
         raise SurrogateError(f"{store.path}: snapshots are not zero on the Dirichlet DOFs; "
                              "non-homogeneous boundary conditions are not supported")

@@ -294,6 +294,8 @@ def _set_up(case: Case, group, store: Path, write: bool, solve: bool):
                        "observations": case.observations.names(),
                        **({"time": problem.time_record()}
                           if getattr(problem, "transient", False) else {}),
+                       **({"field": problem.field_record()}
+                          if hasattr(problem, "field_record") else {}),
                        "element": getattr(problem, "element", None) or {
                            "family": "Lagrange", "degree": case.physics.settings.degree},
                        **({"model": problem.model_record()}

@@ -1,0 +1,178 @@
+"""Activation-time maps through the platform (hybrid/fem/activation.py).
+
+A reaction–diffusion plug-in (the monodomain model) is a map μ ↦ T(x; μ): campaigns store
+one activation-time field per sample (NaN where the tissue never activated), electrodes
+observe T at points, the FEM model gives observations and finite-difference Jacobians for
+inference, POD-NN surrogates are trained on the store. Checked against independent
+computations: the electrode value against the field at the node it sits on, the stored
+field against a direct run of the splitting solver, the Jacobian against the sign the
+physics dictates and against a second difference with another step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hybrid.fem  # noqa: F401  (MPI ordering)
+from hybrid.core.case import parse_case
+from hybrid.core.store import SnapshotStore
+from hybrid.errors import CaseError
+from hybrid.fem import MPI
+from hybrid.fem.activation import ActivationProblem, rows_apply
+from hybrid.fem.model import FEMModel
+from hybrid.fem.problems import create_problem
+from hybrid.fem.splitting import solve_case
+from hybrid.surrogate.errors import SurrogateError
+from hybrid.workflows.campaign import run_campaign
+
+SLAB = """
+[case]
+name = "slab_act"
+
+[mesh]
+{mesh}
+
+[physics]
+model = "hybrid.model.library.monodomain:Monodomain"
+geometry = "slab"
+ionic = "aliev_panfilov"
+{size}
+stimulus_region = [[0.0, 1.0], [0.0, 1.0]]
+t_end = {t_end}
+dt = 0.1
+
+[parameters]
+sigma_l = {{ lower = 0.06, upper = 0.24, log = true }}
+sigma_t = {{ lower = 0.015, upper = 0.06, log = true }}
+
+[observations]
+points = {points}
+
+[solver.petsc]
+ksp_type = "cg"
+pc_type = "gamg"
+ksp_rtol = 1e-10
+
+[sampling]
+samples = {samples}
+method = "sobol"
+seed = 5
+
+[outputs]
+qoi = []
+store = "{store}"
+"""
+LX, LY = 4.0, 2.0                      # mm
+ELECTRODES_MM = [[4.0, 0.0], [0.0, 2.0], [2.0, 1.0]]   # on mesh vertices (cells 8 × 8)
+
+
+def slab_text(tmp_path, t_end=60.0, samples=6, cells=8) -> str:
+    # the slab is a unit square mapped onto [0, LX] × [0, LY] inside the form
+    pts = [[x / LX, y / LY] for x, y in ELECTRODES_MM]
+    return SLAB.format(mesh=f'type = "unit_square"\ncells = {cells}',
+                       size=f"size = [{LX}, {LY}]", t_end=t_end, points=pts,
+                       samples=samples, store=tmp_path / "store")
+
+
+@pytest.fixture
+def slab(tmp_path):
+    return parse_case(slab_text(tmp_path), tmp_path / "slab.toml")
+
+
+def test_create_problem_gives_the_activation_map(slab):
+    p = create_problem(slab, MPI.COMM_WORLD)
+    assert isinstance(p, ActivationProblem) and not p.transient
+    rec = p.model_record()
+    assert rec["affine"] is False and rec["certified"] is False
+    assert p.field_record()["kind"] == "activation_time"
+
+
+def test_solve_and_electrodes_match_the_splitting_run(slab):
+    """T in the problem's field = the splitting solver's activation times; electrodes = T there."""
+    mu = np.array([0.12, 0.03])
+    p = create_problem(slab, MPI.COMM_WORLD)
+    res = p.solve(mu)
+    assert res.ok and "all DOFs activated" in res.reason, res.reason
+    direct, V, solver = solve_case(slab, MPI.COMM_WORLD, mu=mu)
+    solver.destroy()
+    np.testing.assert_allclose(p.u.x.array[:p.n_owned], direct.activation, rtol=0, atol=1e-9)
+    y = p.observe()
+    from hybrid.fem.splitting import value_at
+
+    want = [value_at(V, direct.activation, [x / LX, yy / LY]) for x, yy in ELECTRODES_MM]
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-9)
+    # physics: the stimulated corner is at the origin; the far x-corner (along the fibres,
+    # 4 mm) activates before the far y-corner (across, 2 mm) only if c_l > 2 c_t
+    assert 0 < y[2] < max(y[0], y[1])
+
+
+def test_campaign_store_holds_activation_fields(tmp_path, slab):
+    r = run_campaign(slab, progress=False, paraview=False)
+    assert r.ok == 6 and r.failed == 0
+    st = SnapshotStore(tmp_path / "store")
+    assert st.field["kind"] == "activation_time" and st.field["unit"] == "ms"
+    mu, U = st.snapshots()
+    assert U.shape == (6, 81) and np.isfinite(U).all()
+    L = st.static.observation_functionals
+    fem = FEMModel(slab, MPI.COMM_WORLD)
+    for k in (0, 3):
+        # the stored field, observed by the stored rows = a fresh FEM solve's electrodes
+        np.testing.assert_allclose(rows_apply(L, U[k]), fem.observe(mu[k]), atol=1e-9)
+    # faster conduction activates earlier: T falls as σ_l grows (σ_t fixed)
+    a = fem.observe(np.array([0.08, 0.03]))
+    b = fem.observe(np.array([0.20, 0.03]))
+    assert b[0] < a[0] - 1.0, (a, b)
+    fem.close()
+
+
+def test_never_activated_is_nan_and_training_refuses_it(tmp_path):
+    """t_end too short: NaN where v never crossed; the store keeps it; a POD refuses it."""
+    case = parse_case(slab_text(tmp_path, t_end=12.0, samples=3), tmp_path / "c.toml")
+    p = create_problem(case, MPI.COMM_WORLD)
+    res = p.solve(np.array([0.12, 0.03]))
+    assert res.ok and "never activated" in res.reason
+    T = p.u.x.array[:p.n_owned]
+    assert np.isnan(T).any() and np.isfinite(T).any()
+    y = p.observe()
+    # the centre electrode (2, 1) mm is reached in 12 ms? it must be NaN exactly when its
+    # cell's nodes are; the far corners are not reached
+    assert np.isnan(y[0]) and np.isnan(y[1])
+    run_campaign(case, progress=False, paraview=False)
+    st = SnapshotStore(tmp_path / "store")
+    mu, U = st.snapshots()
+    assert np.isnan(U).any()
+    from hybrid.surrogate.build import BuildOptions, build_surrogate
+
+    with pytest.raises(SurrogateError, match="never activated"):
+        build_surrogate(tmp_path / "store", BuildOptions())
+
+
+def test_jacobian_by_central_differences(slab):
+    """dT/dσ_l < 0 at the along-fibre electrode; two steps agree to O(h²)."""
+    fem = FEMModel(slab, MPI.COMM_WORLD)
+    mu = np.array([0.12, 0.03])
+    y, J = fem.jacobian(mu)
+    assert J.shape == (3, 2) and J[0, 0] < 0 and J[1, 1] < 0
+    p = fem.problem
+    assert p.jacobian_solves == 4
+    import hybrid.fem.activation as act
+
+    old = act.FD_STEP
+    try:
+        act.FD_STEP = 4e-3
+        J2 = p.observation_jacobian(mu)
+    finally:
+        act.FD_STEP = old
+    np.testing.assert_allclose(J, J2, rtol=2e-2, atol=1e-3 * np.abs(J).max())
+    np.testing.assert_allclose(p.observe(), y, atol=1e-12)   # left at μ's own field
+    fem.close()
+
+
+def test_fluxes_and_times_refused(tmp_path):
+    text = slab_text(tmp_path).replace("[observations]", '[observations]\nfluxes = { x0 = "x0" }')
+    with pytest.raises(CaseError, match="fluxes"):
+        create_problem(parse_case(text, tmp_path / "c.toml"), MPI.COMM_WORLD)
+    text = slab_text(tmp_path).replace("[observations]", "[observations]\ntimes = [10.0]")
+    with pytest.raises(CaseError, match="observations.times"):
+        create_problem(parse_case(text, tmp_path / "c.toml"), MPI.COMM_WORLD)
