@@ -172,17 +172,3 @@ def test_time_scheme_refused_for_splitting():
     text = (CASES / "nagumo_cable.toml").read_text() + '\n[time]\nscheme = "bdf2"\n'
     with pytest.raises(ModelError, match="physics.splitting"):
         solve_case(parse_case(text, CASES / "x.toml"), MPI.COMM_WORLD)
-
-
-def test_solve_and_campaign_refuse_a_reaction_diffusion_case(tmp_path):
-    """The θ/BDF loop would step the diffusion alone: refused in one line, nothing written."""
-    from .conftest import ROOT, run_cli
-
-    for args in (["solve", ROOT / "cases/nagumo_cable.toml", "--mu", "1", "--out",
-                  tmp_path / "out"],
-                 ["campaign", ROOT / "cases/nagumo_cable.toml", "--store", tmp_path / "st"]):
-        r = run_cli(args)
-        assert r.returncode == 2, r.stderr
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and "operator splitting" in lines[0], r.stderr
-    assert not (tmp_path / "out").exists() and not (tmp_path / "st").exists()
