@@ -8,8 +8,8 @@
     ratio √(σ_l/σ_t) (5 % on 40×40 P1 cells, converging to it under refinement); exactly
     so (to solver tolerance) where the affine map x ↦ (x/√D_l, y/√D_t) carries the
     discrete problem onto itself; a fibre angle of 90° is the 0° field reflected in the
-    diagonal; the assembled tensor, with a 30° fibre on a mapped 20 × 10 mm slab, is
-    σ/(χC_m) to round-off.
+    diagonal; the assembled tensor, with a 30° fibre on a 20 × 10 mm rectangle mesh (in mm),
+    is σ/(χC_m) to round-off.
 """
 
 from __future__ import annotations
@@ -74,9 +74,8 @@ def test_nagumo_case_file():
 
 def slab(n, size, region, angle=0.0, sl=0.12, st=0.03, t_end=260.0, dt=0.2,
          comm=MPI.COMM_WORLD, petsc=None):
-    s = Monodomain.Settings(size=size, stimulus_region=region, fibre_angle=angle,
-                            t_end=t_end, dt=dt)
-    msh = dmesh.create_unit_square(comm, n, n)
+    s = Monodomain.Settings(stimulus_region=region, fibre_angle=angle, t_end=t_end, dt=dt)
+    msh = dmesh.create_rectangle(comm, [[0.0, 0.0], size], [n, n])
     ctx = hm.Context(mesh=msh, comm=comm, settings=s,
                      mu=hm.Parameters(msh, ["sigma_l", "sigma_t"], [sl, st]))
     pb = Monodomain(s).build(ctx)
@@ -96,7 +95,7 @@ def test_slab_velocity_ratio():
     or a ratio σ_l/σ_t instead of its square root, fails by far.
     """
     V, r = slab(40, [20.0, 20.0], [[0.0, 2.0], [0.0, 1.0]], t_end=170.0)
-    at = lambda p: value_at(V, r.activation, np.asarray(p) / 20.0)  # noqa: E731
+    at = lambda p: value_at(V, r.activation, p)  # noqa: E731  (mesh coordinates: mm)
     cl = 8.0 / (at([16, 0]) - at([8, 0]))
     ct = 4.0 / (at([0, 8]) - at([0, 4]))
     assert abs(cl / ct - 2.0) < 0.1, (cl, ct, cl / ct)
@@ -110,7 +109,7 @@ def test_slab_affine_invariance_exact():
     bottom = (np.abs(x[:, 1]) < 1e-12) & np.isfinite(t)
     assert bottom.sum() >= 10
     for xi, ti in zip(x[bottom, 0], t[bottom], strict=True):
-        tj = value_at(V, r.activation, [0.0, xi])    # reference coordinates: (ξ, 0) ↔ (0, ξ)
+        tj = value_at(V, r.activation, [0.0, xi / 2])    # mm: (x, 0) ↔ (0, x/2)
         assert abs(ti - tj) < 1e-6, (xi, ti, tj)
 
 
@@ -134,12 +133,12 @@ def test_bad_case_refused():
 def test_conductivity_tensor_with_fibre_angle_and_slab_map():
     """r(g1; g2) = a1ᵀ D a2 for physical-linear g_i = a_i·x, D = (σ_t I + (σ_l−σ_t) f⊗f)/(χC_m).
 
-    P1 represents linear functions exactly, so the form (on the reference unit square, the
-    map's |S| dropped on both sides of the equation) returns the tensor itself.
+    P1 represents linear functions exactly, so the form on the 20 × 10 mm rectangle returns
+    the tensor times the area (200 mm²).
     """
     alpha, size, sl, st = 30.0, [20.0, 10.0], 0.12, 0.03
-    s = Monodomain.Settings(size=size, fibre_angle=alpha)
-    msh = dmesh.create_unit_square(MPI.COMM_WORLD, 4, 4)
+    s = Monodomain.Settings(fibre_angle=alpha)
+    msh = dmesh.create_rectangle(MPI.COMM_WORLD, [[0.0, 0.0], size], [4, 3])
     ctx = hm.Context(mesh=msh, comm=msh.comm, settings=s,
                      mu=hm.Parameters(msh, ["sigma_l", "sigma_t"], [sl, st]))
     pb = Monodomain(s).build(ctx)
@@ -148,13 +147,14 @@ def test_conductivity_tensor_with_fibre_angle_and_slab_map():
     D = (st * np.eye(2) + (sl - st) * np.outer(f, f)) / (s.chi * s.C_m)
     g = [fem.Function(V), fem.Function(V)]
     for gi, a in zip(g, ([1.0, 0.0], [0.3, -2.0]), strict=True):
-        gi.interpolate(lambda x, a=a: a[0] * size[0] * x[0] + a[1] * size[1] * x[1])
+        gi.interpolate(lambda x, a=a: a[0] * x[0] + a[1] * x[1])
     phi = pb.F.arguments()[0]
     for a1, g1 in zip(([1.0, 0.0], [0.3, -2.0]), g, strict=True):
         for a2, g2 in zip(([1.0, 0.0], [0.3, -2.0]), g, strict=True):
             form = ufl.replace(pb.F, {pb.u: g1, phi: g2})
             val = msh.comm.allreduce(fem.assemble_scalar(fem.form(form)), op=MPI.SUM)
-            assert abs(val - np.array(a1) @ D @ np.array(a2)) < 1e-12 * np.abs(D).max() * 10
+            want = 200.0 * (np.array(a1) @ D @ np.array(a2))
+            assert abs(val - want) < 1e-12 * 200.0 * np.abs(D).max() * 10, (val, want)
 
 
 def test_slab_case_file_short_run():
@@ -163,9 +163,21 @@ def test_slab_case_file_short_run():
                               t_end=40.0)
     solver.destroy()
     t_corner = value_at(V, r.activation, [0.0, 0.0])
-    t_3mm = value_at(V, r.activation, [3.0 / 20.0, 0.0])
+    t_3mm = value_at(V, r.activation, [3.0, 0.0])
     assert 0.0 < t_corner < 5.0 < t_3mm < 40.0, (t_corner, t_3mm)
     assert r.steps == 400 and r.time_reaction > 0
+
+
+def test_slab_needs_a_mesh_in_mm():
+    """The former in-form map (physics.size on a unit square) is refused in one line."""
+    text = (CASES / "monodomain_slab.toml").read_text()
+    with pytest.raises(CaseError, match=r"physics\.size: is gone: mesh the slab in mm"):
+        parse_case(text.replace("[physics]\n", "[physics]\nsize = [20.0, 20.0]\n"),
+                   CASES / "x.toml")
+    unit = text.replace('type = "rectangle"', 'type = "unit_square"').replace(
+        "extent = [[0.0, 20.0], [0.0, 20.0]]\n", "")
+    with pytest.raises(CaseError, match=r"mesh\.type: geometry 'slab' is posed on mesh type"):
+        parse_case(unit, CASES / "x.toml")
 
 
 def test_time_scheme_refused_for_splitting():

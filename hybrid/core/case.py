@@ -3,7 +3,8 @@
 A case file is data (see docs/case-format.md)::
 
     [case]        name, description                            (optional)
-    [mesh]        type = "unit_square" (cells, cell_type), "interval" (cells, interval = [x0, x1])
+    [mesh]        type = "unit_square" (cells, cell_type), "interval" (cells, interval = [x0, x1]),
+                  "rectangle"/"box" (extent = [[x0, x1], …], cells: int or one per direction)
                   or "file" (file)
     [physics]     model = a plug-in (a built-in name such as "thermal_block",
                   "models/my_pde.py:Class" next to the case, "pkg.mod:Class", an entry
@@ -28,13 +29,14 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     model_validator,
 )
@@ -52,14 +54,44 @@ class CaseMeta(BaseModel):
     description: str = ""
 
 
+def _cells(value: Any) -> int | list[int] | None:
+    """``cells``: an int, or a list of ints (one per direction), as one pydantic error."""
+    def one(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("Input should be a valid integer" if v is value else
+                             f"Input should be a valid integer or a list of integers, got {value}")
+        if v < 1:
+            raise ValueError(f"Input should be greater than or equal to 1, got {value}")
+        return v
+    if value is None:
+        return None
+    return [one(v) for v in value] if isinstance(value, list) else one(value)
+
+
 class MeshSection(BaseModel):
+    """The [mesh] table: a built-in mesh or a file.
+
+    Built-in: ``unit_square``/``unit_cube`` (``cells`` per side), ``interval`` (``cells``,
+    ``interval = [x0, x1]``), and the mesh in the case's own units (e.g. mm):
+    ``rectangle`` with ``extent = [[x0, x1], [y0, y1]]`` and ``box`` with
+    ``extent = [[x0, x1], [y0, y1], [z0, z1]]``, where ``cells`` is an int (every direction)
+    or one int per direction.
+    """
+
     model_config = _STRICT
-    type: Literal["unit_square", "unit_cube", "interval", "file"]
-    cells: int | None = Field(None, ge=1)
+    type: Literal["unit_square", "unit_cube", "interval", "rectangle", "box", "file"]
+    cells: Annotated[int | list[int] | None, PlainValidator(_cells)] = None
     interval: list[float] | None = None
+    extent: list[list[float]] | None = None
     cell_type: Literal["triangle", "quadrilateral", "tetrahedron", "hexahedron"] | None = None
     file: str | None = None
     gdim: int = Field(2, ge=1, le=3)
+
+    @property
+    def cells_per_direction(self) -> list[int]:
+        """``cells`` as one int per direction of a rectangle (2) or box (3)."""
+        d = 3 if self.type == "box" else 2
+        return list(self.cells) if isinstance(self.cells, list) else [self.cells] * d
 
     @model_validator(mode="after")
     def _needs(self):
@@ -68,8 +100,32 @@ class MeshSection(BaseModel):
                 raise ValueError("'interval' = [x0, x1] belongs to mesh type 'interval'")
             if len(self.interval) != 2 or not self.interval[0] < self.interval[1]:
                 raise ValueError(f"interval must be [x0, x1] with x0 < x1, got {self.interval}")
-        if self.type in ("unit_square", "unit_cube", "interval") and self.cells is None:
+        if self.type in ("unit_square", "unit_cube", "interval", "rectangle", "box") and \
+                self.cells is None:
             raise ValueError(f"mesh type {self.type!r} needs 'cells' (cells per side)")
+        if self.cells is not None:
+            many = isinstance(self.cells, list)
+            if many and self.type not in ("rectangle", "box"):
+                raise ValueError(f"mesh type {self.type!r} takes one int 'cells', got "
+                                 f"{self.cells}; a list per direction is for rectangle/box")
+        if self.extent is not None and self.type not in ("rectangle", "box"):
+            raise ValueError("'extent' = [[x0, x1], …] belongs to mesh types 'rectangle'/'box'")
+        if self.type in ("rectangle", "box"):
+            d = 2 if self.type == "rectangle" else 3
+            ex = self.extent
+            if ex is None:
+                raise ValueError(f"mesh type {self.type!r} needs 'extent' = {d} intervals "
+                                 f"[[x0, x1], …] (in the case's length unit)")
+            if len(ex) != d or any(len(b) != 2 or not b[0] < b[1] for b in ex):
+                raise ValueError(f"extent of a {self.type} must be {d} intervals [lo, hi] with "
+                                 f"lo < hi, got {ex}")
+            if isinstance(self.cells, list) and len(self.cells) != d:
+                raise ValueError(f"cells of a {self.type} must be one int or {d} ints, got "
+                                 f"{self.cells}")
+            if self.cell_type is not None and \
+                    self.cell_type not in (("triangle", "quadrilateral") if d == 2
+                                           else ("tetrahedron", "hexahedron")):
+                raise ValueError(f"cell_type {self.cell_type!r} does not fit a {self.type}")
         if self.type == "file" and not self.file:
             raise ValueError("mesh type 'file' needs 'file' (a gmsh .msh or an XDMF path)")
         return self
@@ -303,7 +359,8 @@ class Case:
         trained on it and a data file belong to a case only when this agrees.
         """
         fp = {
-            "mesh": self.mesh.model_dump(exclude=None if self.mesh.interval else {"interval"}),
+            "mesh": self.mesh.model_dump(exclude={k for k in ("interval", "extent")
+                                                  if getattr(self.mesh, k) is None}),
             "physics": self.physics.settings.model_dump(),
             "parameters": self.parameters.to_dict(),
             "qoi": self.qoi,
@@ -420,8 +477,16 @@ def parse_case(text: str, path: Path) -> Case:
     )
     for key, problem in spec.check_consistency(case):
         raise CaseError(f"{path}: {key}: {problem}")
-    dim = {"unit_cube": 3, "interval": 1}.get(
+    dim = {"unit_cube": 3, "box": 3, "interval": 1}.get(
         case.mesh.type, case.mesh.gdim if case.mesh.type == "file" else 2)
+    if case.mesh.type in ("rectangle", "box") and \
+            any(b != [0.0, 1.0] for b in case.mesh.extent):
+        if cf.observations.fluxes:
+            raise CaseError(f"{path}: observations.fluxes: sides x0/x1, … are the planes at 0 "
+                            f"and 1; this {case.mesh.type} spans {case.mesh.extent}")
+        if cf.observations.grid:
+            raise CaseError(f"{path}: observations.grid: the grid covers the unit square; this "
+                            f"{case.mesh.type} spans {case.mesh.extent} (list points instead)")
     if case.mesh.type == "interval" and cf.observations.fluxes and \
             (case.mesh.interval or [0.0, 1.0]) != [0.0, 1.0]:
         raise CaseError(f"{path}: observations.fluxes: sides x0/x1 are x = 0 and x = 1; this "

@@ -1,6 +1,10 @@
-"""Meshes from the [mesh] section of a case: unit square/cube, interval, or a gmsh file.
+"""Meshes from the [mesh] section of a case: unit square/cube, interval, rectangle, box, or a file.
 
 ``type = "interval"`` with ``cells`` and ``interval = [x0, x1]`` (default [0, 1]) is a 1-D mesh.
+``type = "rectangle"`` / ``"box"`` with ``extent = [[x0, x1], [y0, y1](, [z0, z1])]`` and
+``cells`` (an int, or one per direction) is the box ∏[x0_i, x1_i] in the case's own length
+unit (``dolfinx.mesh.create_rectangle`` / ``create_box``): point sensors and stimulus regions
+are then given in those coordinates.
 A file is a gmsh ``.msh`` or an XDMF mesh (``.xdmf``: the first grid, as DOLFINx or meshio
 write it; mesh only, no tags).
 :func:`build_mesh_and_tags` also returns a gmsh file's physical groups as mesh tags, the
@@ -56,6 +60,15 @@ def _built_in(section: MeshSection, comm: MPI.Intracomm) -> dmesh.Mesh:
         cell = _CELLS[section.cell_type or "tetrahedron"]
         n = section.cells
         return dmesh.create_unit_cube(comm, n, n, n, cell_type=cell)
+    if section.type in ("rectangle", "box"):
+        ex = section.extent
+        corners = [[b[0] for b in ex], [b[1] for b in ex]]
+        n = section.cells_per_direction
+        if section.type == "rectangle":
+            return dmesh.create_rectangle(comm, corners, n,
+                                          cell_type=_CELLS[section.cell_type or "triangle"])
+        return dmesh.create_box(comm, corners, n,
+                                cell_type=_CELLS[section.cell_type or "tetrahedron"])
     raise ValueError(f"not a built-in mesh type: {section.type!r}")
 
 

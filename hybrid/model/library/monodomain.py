@@ -22,9 +22,11 @@ C_m in μF/mm², so D = σ/(χC_m) is in mm²/ms; the stimulus s is given as dv/
 box ``stimulus_region`` (mm) for ``stimulus_duration`` ms from ``stimulus_start``.
 
 Geometry: ``geometry = "cable"`` on an ``interval`` mesh (parameter ``sigma``), or
-``"slab"``: the ``unit_square`` mesh mapped onto [0, Lx] × [0, Ly] (``size``), parameters
-``sigma_l``, ``sigma_t``. The map x = S ξ, S = diag(Lx, Ly), is applied in the form:
-∫_Ω D∇v·∇φ dx = |S| ∫ (S⁻¹DS⁻¹)∇_ξ v·∇_ξ φ dξ and ∫_Ω vφ dx = |S| ∫ vφ dξ (|S| cancels).
+``"slab"``, parameters ``sigma_l``, ``sigma_t``, on a mesh in mm: ``[mesh] type =
+"rectangle"`` (2-D), ``"box"`` (3-D) or a gmsh ``file``. The mesh coordinates are the
+physical ones (mm), so the stimulus region and point sensors are given in mm; in 3-D the
+fibre f = (cos α, sin α, 0) lies in the x–y plane. (The former ``size`` setting, a
+unit square mapped inside the form, is refused: mesh the slab in mm instead.)
 The output is the activation time field (first upward crossing of ``threshold``), stepped
 by :mod:`hybrid.fem.splitting`; no QoI forms.
 """
@@ -39,6 +41,7 @@ from dolfinx import fem
 from pydantic import Field
 
 import hybrid.model as hm
+from hybrid.errors import ModelError
 from hybrid.model.reaction import ReactionDiffusion
 
 
@@ -50,7 +53,7 @@ class Monodomain(hm.Model):
 
         geometry: Literal["cable", "slab"] = "slab"
         ionic: Literal["nagumo", "aliev_panfilov"] = "aliev_panfilov"
-        size: list[float] = Field(default_factory=lambda: [20.0, 20.0])
+        size: list[float] | None = None             # refused (see check): mesh in mm
         fibre_angle: float = 0.0                    # degrees from the x axis
         chi: float = Field(140.0, gt=0)             # mm⁻¹
         C_m: float = Field(0.01, gt=0)              # μF/mm²
@@ -81,17 +84,21 @@ class Monodomain(hm.Model):
         return []
 
     def check(self, case):
-        s = self.settings
-        want = "interval" if s.geometry == "cable" else "unit_square"
-        if case.mesh.type != want:
-            yield "mesh.type", f"geometry {s.geometry!r} is posed on mesh type {want!r}"
-        dim = 1 if s.geometry == "cable" else 2
+        s, m = self.settings, case.mesh
+        if s.size is not None:
+            yield "physics.size", ("is gone: mesh the slab in mm, e.g. [mesh] type = "
+                                   "'rectangle', extent = [[0, 20], [0, 20]]")
+        want = ("interval",) if s.geometry == "cable" else ("rectangle", "box", "file")
+        if m.type not in want:
+            yield "mesh.type", (f"geometry {s.geometry!r} is posed on mesh type "
+                                f"{' or '.join(map(repr, want))} (coordinates in mm), "
+                                f"got {m.type!r}")
+            return
+        dim = {"interval": 1, "rectangle": 2, "box": 3}.get(m.type, m.gdim)
         if len(s.stimulus_region) != dim or any(len(b) != 2 or b[0] >= b[1]
                                                 for b in s.stimulus_region):
             yield "physics.stimulus_region", (f"needs {dim} intervals [lo, hi] with lo < hi, "
                                               f"got {s.stimulus_region}")
-        if s.geometry == "slab" and (len(s.size) != 2 or min(s.size) <= 0):
-            yield "physics.size", f"needs [Lx, Ly] > 0 (mm), got {s.size}"
         if any(p.lower <= 0 for p in case.parameters.parameters):
             yield "parameters", "conductivities must have lower bound > 0"
 
@@ -100,24 +107,21 @@ class Monodomain(hm.Model):
         V = fem.functionspace(msh, ("Lagrange", 1))
         v, phi = fem.Function(V, name="v"), ufl.TestFunction(V)
         scale = 1.0 / (s.chi * s.C_m)
+        dim = msh.geometry.dim
         if s.geometry == "cable":
             D = scale * ctx.mu["sigma"]
-            F = D * ufl.inner(ufl.grad(v), ufl.grad(phi)) * ufl.dx
-            stretch = np.ones(1)
         else:
             a = np.deg2rad(s.fibre_angle)
-            f = np.array([np.cos(a), np.sin(a)])
-            stretch = np.asarray(s.size, float)
-            Si = np.diag(1.0 / stretch)
-            ff = Si @ np.outer(f, f) @ Si          # S⁻¹ f⊗f S⁻¹
-            ii = Si @ Si                           # S⁻¹ I S⁻¹
+            f = ufl.as_vector([np.cos(a), np.sin(a)] + [0.0] * (dim - 2))
             sl, st = ctx.mu["sigma_l"], ctx.mu["sigma_t"]
-            Dh = scale * (st * ufl.as_matrix(ii.tolist())
-                          + (sl - st) * ufl.as_matrix(ff.tolist()))
-            F = ufl.inner(Dh * ufl.grad(v), ufl.grad(phi)) * ufl.dx
+            D = scale * (st * ufl.Identity(dim) + (sl - st) * ufl.outer(f, f))
+        F = ufl.inner(D * ufl.grad(v), ufl.grad(phi)) * ufl.dx
         n_loc = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
-        x = V.tabulate_dof_coordinates()[:n_loc, :stretch.size] * stretch
+        x = V.tabulate_dof_coordinates()[:n_loc, :dim]
         box = np.asarray(s.stimulus_region, float)
+        if box.shape != (dim, 2):
+            raise ModelError(f"physics.stimulus_region: needs {dim} intervals [lo, hi] on this "
+                             f"{dim}-D mesh, got {s.stimulus_region}")
         inside = np.all((x >= box[:, 0] - 1e-12) & (x <= box[:, 1] + 1e-12), axis=1)
         stim = np.where(inside, s.stimulus_amplitude, 0.0)
         t_on, t_off = s.stimulus_start, s.stimulus_start + s.stimulus_duration
