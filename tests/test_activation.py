@@ -37,7 +37,6 @@ name = "slab_act"
 model = "hybrid.model.library.monodomain:Monodomain"
 geometry = "slab"
 ionic = "aliev_panfilov"
-{size}
 stimulus_region = [[0.0, 1.0], [0.0, 1.0]]
 t_end = {t_end}
 dt = 0.1
@@ -68,11 +67,9 @@ ELECTRODES_MM = [[4.0, 0.0], [0.0, 2.0], [2.0, 1.0]]   # on mesh vertices (cells
 
 
 def slab_text(tmp_path, t_end=60.0, samples=6, cells=8) -> str:
-    # the slab is a unit square mapped onto [0, LX] × [0, LY] inside the form
-    pts = [[x / LX, y / LY] for x, y in ELECTRODES_MM]
-    return SLAB.format(mesh=f'type = "unit_square"\ncells = {cells}',
-                       size=f"size = [{LX}, {LY}]", t_end=t_end, points=pts,
-                       samples=samples, store=tmp_path / "store")
+    mesh = f'type = "rectangle"\nextent = [[0.0, {LX}], [0.0, {LY}]]\ncells = {cells}'
+    return SLAB.format(mesh=mesh, t_end=t_end, points=ELECTRODES_MM, samples=samples,
+                       store=tmp_path / "store")
 
 
 @pytest.fixture
@@ -100,7 +97,7 @@ def test_solve_and_electrodes_match_the_splitting_run(slab):
     y = p.observe()
     from hybrid.fem.splitting import value_at
 
-    want = [value_at(V, direct.activation, [x / LX, yy / LY]) for x, yy in ELECTRODES_MM]
+    want = [value_at(V, direct.activation, p) for p in ELECTRODES_MM]
     np.testing.assert_allclose(y, want, rtol=0, atol=1e-9)
     # physics: the stimulated corner is at the origin; the far x-corner (along the fibres,
     # 4 mm) activates before the far y-corner (across, 2 mm) only if c_l > 2 c_t
