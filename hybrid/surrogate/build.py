@@ -186,6 +186,10 @@ def build_surrogate(store_path: str | Path, options: BuildOptions | None = None)
     N = store.n_dofs
     cfg = opt.training
     ti, vi = _split(S, cfg.validation_fraction, cfg.seed)
+    if opt.calibrate is not None:   # refuse a split too small for α before training
+        from hybrid.surrogate.calibration import split_validation
+
+        split_validation(vi, opt.calibrate, cfg.seed)
     # the validation snapshots are the only ones held in memory when streaming
     U_check = U if U is not None else _load(store, fields.indices[vi] if vi.size else
                                             fields.indices[:1], N)
