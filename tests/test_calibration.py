@@ -339,7 +339,7 @@ def test_a_rigorous_bound_wins_and_a_constant_band_needs_no_ensemble(tmp_path):
     assert a.basis == "conformal" and a.eta == pytest.approx(0.5) and a.source == "surrogate"
     # without the calibration and without FEM the same surrogate cannot be trusted
     sn.calibration = None
-    with pytest.raises(CouplerError, match="--calibrate ALPHA"):
+    with pytest.raises(CouplerError, match="needs an error estimate"):
         Coupler(sn, None, sigma=[1.0])
     with pytest.raises(SurrogateError, match="needs at least 19 calibration runs, i.e. 37 "
                                              "validation snapshots; .* has 18"):

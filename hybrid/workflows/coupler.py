@@ -212,8 +212,7 @@ class Coupler:
             # no bound, no ensemble, no opt-in: every answer is the FEM's
             if fem is None:
                 raise CouplerError("the coupler needs an error estimate: an affine model "
-                                   "(residual bound), a calibrated band (train with "
-                                   "--calibrate ALPHA), an ensemble surrogate (train with "
+                                   "(residual bound), an ensemble surrogate (train with "
                                    "--members >= 2), the opted-in residual indicator "
                                    "([coupler] trust = 'indicator') or a FEM model")
             self.fem_only = True
