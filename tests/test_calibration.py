@@ -267,6 +267,19 @@ def test_the_calibrated_surrogate_round_trips_and_loads_without_dolfinx(nd, tmp_
     assert got["loaded"] == [] and got["calibration"] == s.calibration.to_dict()
     np.testing.assert_allclose(got["band"], s.band(mu), rtol=1e-12)
     np.testing.assert_allclose(got["band_qoi"], s.band_qoi(mu), rtol=1e-12)
+    # hybrid query prints the bands
+    from typer.testing import CliRunner
+
+    from hybrid.cli.app import app
+
+    q = CliRunner().invoke(app, ["query", str(out), "--mu", "1.1,2.0"])
+    assert q.exit_code == 0, q.output
+    row = json.loads(q.output)
+    mu1 = np.array([1.1, 2.0])
+    assert list(row["conformal_band"]) == s.observation_names
+    np.testing.assert_allclose(list(row["conformal_band"].values()), s.band(mu1), rtol=1e-12)
+    np.testing.assert_allclose(row["conformal_band_qoi"]["mean"], s.band_qoi(mu1)[0],
+                               rtol=1e-12)
     # the record is covered by the metadata checksum: an edited q is refused
     meta = json.loads((tmp_path / "copy" / "surrogate.json").read_text())
     meta["calibration"]["observations"]["q"] *= 10
@@ -311,7 +324,7 @@ def test_the_coupler_trusts_the_band_and_refuses_beyond_it(nd):
     fem.close()
 
 
-def test_a_rigorous_bound_wins_and_a_constant_band_needs_no_ensemble(tmp_path):
+def test_a_rigorous_bound_wins_and_a_constant_band_needs_no_ensemble(tmp_path, monkeypatch):
     from hybrid.surrogate import SurrogateError
     from hybrid.surrogate.build import BuildOptions, build_surrogate
     from hybrid.surrogate.training import TrainingConfig
@@ -344,3 +357,11 @@ def test_a_rigorous_bound_wins_and_a_constant_band_needs_no_ensemble(tmp_path):
     with pytest.raises(SurrogateError, match="needs at least 19 calibration runs, i.e. 37 "
                                              "validation snapshots; .* has 18"):
         build_surrogate(non, BuildOptions(training=cfg, calibrate=0.05))
+    for bad in (0.0, 1.5):
+        with pytest.raises(SurrogateError, match="alpha must lie in"):
+            build_surrogate(non, BuildOptions(training=cfg, calibrate=bad))
+    from hybrid.core.store import SnapshotStore
+
+    monkeypatch.setattr(SnapshotStore, "transient", property(lambda self: True))
+    with pytest.raises(SurrogateError, match="band is for steady stores"):
+        build_surrogate(non, BuildOptions(training=cfg, calibrate=0.2))
