@@ -53,6 +53,10 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     plots: Annotated[bool, typer.Option(help="write training.png and modes.png")] = True,
     force: Annotated[bool, typer.Option(help="replace an existing surrogate at --out")] = False,
+    calibrate: Annotated[float | None, typer.Option(
+        help="calibrate a split-conformal error band at this miscoverage ALPHA (e.g. 0.1: "
+             "coverage >= 90%) on half the validation snapshots, and measure its coverage on "
+             "the other half")] = None,
 ) -> None:
     """Build a surrogate from a snapshot store: POD, reduced operators, network training."""
     from hybrid.core.outputs import check_target, replaced_dir
@@ -69,7 +73,7 @@ def train_command(
                          progress=progress and sys.stderr.isatty())
     opts = BuildOptions(kind=kind, modes=modes, energy=energy, inner_product=inner_product,
                         pod_method=pod_method,
-                        amplitude=amplitude, training=cfg)
+                        amplitude=amplitude, training=cfg, calibrate=calibrate)
     sur, report = build_surrogate(store, opts)
     if _rank() != 0:
         return
@@ -100,6 +104,11 @@ def train_command(
           f"({report['inner_product']} inner product), {report['train']} training + "
           f"{report['validation']} validation {what}{train}", flush=True)
     print(err, flush=True)
+    for rec in (report.get("calibration") or {}).values():
+        if rec:
+            from hybrid.surrogate.calibration import Calibration
+
+            print(Calibration.from_dict(rec).summary(), flush=True)
     if kind == "pod-nn" and physics_informed and not sur.meta.get("affine"):
         print("data-only training: the store holds no certified affine terms, so the "
               "physics-informed term was skipped", flush=True)
@@ -145,6 +154,9 @@ def query_command(
         q = s.qoi(mus, extrapolate=extrapolate)
         obs = s.observe(mus, extrapolate=extrapolate) if s.observation_names else None
         c = s.predict(mus, extrapolate=extrapolate)
+        band = s.band(mus, extrapolate=extrapolate) if s.calibration is not None else None
+        band_q = s.band_qoi(mus, extrapolate=extrapolate) if s.calibration_qoi is not None \
+            else None
         est = None
         if estimate:
             try:
@@ -176,6 +188,11 @@ def query_command(
         elif est is not None:
             row["error_estimate"] = {"relative_energy_norm_bound": float(est[i])} \
                 if s.estimator is not None else {"relative_ensemble_spread": float(est[i])}
+        if band is not None:
+            row["conformal_band"] = dict(zip(s.observation_names, band[i].tolist(),
+                                             strict=True))
+        if band_q is not None:
+            row["conformal_band_qoi"] = dict(zip(s.qoi_names, band_q[i].tolist(), strict=True))
         if coefficients:
             row["coefficients"] = c[i].tolist()
         rows.append(row)

@@ -10,7 +10,9 @@ in the reduced inner product G (the identity for an X-orthonormal POD basis, so 
 X-norm spread of the reconstructed fields). It is an *indicator*, not a bound: it does not
 see the POD truncation error, and members can agree on a wrong answer. Use it to rank
 queries (trust the surrogate where the spread is small) for models without the affine
-decomposition the residual-based bound needs.
+decomposition the residual-based bound needs. The spread is uncalibrated; scaled by a
+split-conformal quantile calibrated on held-out FEM runs (:mod:`hybrid.surrogate.calibration`,
+``hybrid train --calibrate ALPHA``) it becomes a band with a stated coverage.
 """
 
 from __future__ import annotations

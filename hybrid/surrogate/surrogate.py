@@ -9,6 +9,8 @@
     u = s.field(mu_batch)                         # (B, N) DOF vectors, store ordering
     q = s.qoi(mu)                                 # the case's QoIs, without building u
     d = s.error_estimate(mu)                      # relative error bound (affine models)
+    b = s.band(mu)                                # calibrated band on the observations
+                                                  #   (hybrid train --calibrate ALPHA)
 
 Every query accepts one parameter vector (P,) or a batch (B, P): numpy arrays or lists give
 numpy results (single vectors take a numpy fast path with folded scalings and preallocated
@@ -28,6 +30,7 @@ import numpy as np
 
 from hybrid.core.parameters import ParameterSpace
 from hybrid.errors import ParameterError
+from hybrid.surrogate.calibration import Calibration
 from hybrid.surrogate.errors import ExtrapolationWarning, SurrogateError
 from hybrid.surrogate.fastpath import NumpyNetwork
 from hybrid.surrogate.indicators import ensemble_spread
@@ -40,6 +43,9 @@ def _is_torch(x) -> bool:
 
 class Surrogate:
     """A reduced-order surrogate of one case (see the module docstring for the API)."""
+
+    calibration: Calibration | None = None
+    calibration_qoi: Calibration | None = None
 
     def __init__(self, meta: dict, groups: dict[str, dict[str, np.ndarray]]):
         self.meta = meta
@@ -123,6 +129,18 @@ class Surrogate:
         self._lo, self._up = lo - tol, up + tol
         self._lo_list, self._up_list = self._lo.tolist(), self._up.tolist()
         self._P = self.space.dim
+        cal = meta.get("calibration") or {}
+        self.calibration = \
+            Calibration.from_dict(cal["observations"]) if cal.get("observations") else None
+        """The split-conformal band on the observations (None: not calibrated)."""
+        self.calibration_qoi = \
+            Calibration.from_dict(cal["qoi"]) if cal.get("qoi") else None
+        """The split-conformal band on the QoIs (None: not calibrated)."""
+        ensemble = self.kind == "pod-nn" and self.members >= 2
+        for c in (self.calibration, self.calibration_qoi):
+            if c is not None and c.scale == "ensemble-std" and not ensemble:
+                raise SurrogateError("the calibration scales its band by the ensemble spread, "
+                                     "but the surrogate is not an ensemble")
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -444,6 +462,60 @@ class Surrogate:
             amp = torch.from_numpy(np.asarray((tf @ self._f1) / (ta @ self._a11)))
         with torch.no_grad():
             return net.all_members(m, amp).numpy()
+
+    def members_outputs(self, mu, target: str = "observations", *,
+                        extrapolate: bool | None = None) -> np.ndarray:
+        """Observations or QoIs of every ensemble member (K, …, m) (numpy)."""
+        c = self.members_predict(mu, extrapolate=extrapolate)          # (K, …, n)
+        if target == "qoi":
+            return c @ self.qoi_matrix.T
+        if target != "observations":
+            raise SurrogateError(f"unknown output set {target!r}; expected 'observations' "
+                                 "or 'qoi'")
+        y = c @ self.observation_matrix.T
+        if self.observation_affine is not None:
+            arr = np.asarray(mu.detach().cpu() if _is_torch(mu) else mu, dtype=float)
+            ta, tf = self._theta_np(arr)
+            y = y + np.einsum("...q,iqj,k...j->k...i", ta, self.observation_affine, c) \
+                + tf @ self.observation_affine_f.T
+        return y
+
+    def band_scale(self, mu, target: str = "observations", *,
+                   extrapolate: bool | None = None) -> np.ndarray:
+        """The band's scale s(μ) (…, m).
+
+        The members' standard deviation (ddof 1) of each output for an ensemble (K ≥ 2),
+        else ones (a constant band).
+        """
+        if self.kind == "pod-nn" and self.members >= 2:
+            return self.members_outputs(mu, target, extrapolate=extrapolate).std(axis=0, ddof=1)
+        arr = np.asarray(mu.detach().cpu() if _is_torch(mu) else mu, dtype=float)
+        self._check(arr, extrapolate)
+        m = len(self.observation_names if target == "observations" else self.qoi_names)
+        return np.ones((*arr.shape[:-1], m))
+
+    def band(self, mu, *, extrapolate: bool | None = None) -> np.ndarray:
+        """Calibrated error band δ(μ) = q·s(μ) on the observations (…, m) (numpy).
+
+        Split-conformal (:mod:`hybrid.surrogate.calibration`): for μ drawn like the
+        campaign's samples, P(|y_i^FEM(μ) − y_i(μ)| ≤ δ_i(μ) ∀i) ≥ 1 − α. Not a bound at
+        any one μ. SurrogateError if the surrogate was not calibrated (``hybrid train
+        --calibrate ALPHA``).
+        """
+        return self._band(mu, self.calibration, "observations", extrapolate)
+
+    def band_qoi(self, mu, *, extrapolate: bool | None = None) -> np.ndarray:
+        """Calibrated error band on the QoIs (…, n_qoi); see :meth:`band`."""
+        return self._band(mu, self.calibration_qoi, "qoi", extrapolate)
+
+    def _band(self, mu, cal: Calibration | None, target: str, extrapolate) -> np.ndarray:
+        if cal is None:
+            raise SurrogateError(f"the surrogate has no calibrated band on its {target} "
+                                 "(train with hybrid train --calibrate ALPHA)")
+        scale = self.band_scale(mu, target, extrapolate=extrapolate)
+        if cal.scale == "constant":
+            scale = np.ones_like(scale)
+        return cal.band(scale)
 
     def error_estimate(self, mu, *, relative: bool = True, method: str = "auto",
                        coefficients=None, extrapolate: bool | None = None):

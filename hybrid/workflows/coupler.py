@@ -38,6 +38,18 @@ switch records and :meth:`Coupler.report` (which gives the effectivity's min/med
 Without the opt-in, a model with neither a bound nor an ensemble is answered by the FEM at
 every query.
 
+**The calibrated band.** A surrogate trained with ``hybrid train --calibrate α`` carries a
+split-conformal band δ_i(μ) = q·s_i(μ) (:mod:`hybrid.surrogate.calibration`; s_i the ensemble
+standard deviation of observation i, or 1), calibrated on held-out FEM runs: for μ drawn
+like the campaign's samples, P(|y_i^FEM(μ) − y_i(μ)| ≤ δ_i(μ) ∀i) ≥ 1 − α. The answer is
+accepted when η = max_i δ_i(μ)/σ_i ≤ tol and labelled ``certified=False, basis="conformal"``;
+:meth:`Coupler.report` states α, q and the coverage measured on the test runs. A coverage
+is not a bound: it holds on average over μ, not at each μ.
+
+**Precedence.** A rigorous bound wins (the band of an affine model is ignored); an explicit
+``trust="indicator"`` opt-in comes next; then a calibrated band; then the raw ensemble
+spread; else every answer is the FEM's.
+
 **Transient cases.** A ``galerkin-time`` surrogate certifies whole trajectories: its
 parabolic residual bound Δ_n ≥ ‖u_h(t_n) − Φᵀc^n‖_M holds at every step, so each
 observation at each observation time obeys |y_h,i(t_j) − y_i(t_j)| ≤ ν_i Δ(t_j) with
@@ -83,13 +95,15 @@ class Answer:
     """Which model answered: ``surrogate``, ``reduced-basis`` or ``fem``."""
     eta: float
     """Error of the answer in noise standard deviations: a certified bound when
-    ``certified`` (0 for the FEM), else an estimate (ensemble spread, residual indicator)."""
+    ``certified`` (0 for the FEM), else an estimate (conformal band, ensemble spread,
+    residual indicator)."""
     etas: dict[str, float] = field(default_factory=dict)
     """η of every level that was asked."""
     certified: bool = True
     """Whether ``eta`` is a rigorous bound (or the answer the FEM's)."""
     basis: str = "fem"
-    """What the trust rests on: ``bound``, ``indicator``, ``ensemble`` or ``fem``."""
+    """What the trust rests on: ``bound``, ``indicator``, ``conformal`` (a calibrated band),
+    ``ensemble`` or ``fem``."""
 
 
 @dataclass
@@ -116,7 +130,8 @@ class Coupler:
         enrich: add FEM snapshots to the reduced basis.
         index_base: first sample number for commits (disjoint per independent process).
         run_id: recorded with committed samples.
-        trust: ``"bound"`` (certified bounds, or an ensemble's spread; else FEM) or
+        trust: ``"bound"`` (certified bounds, else a calibrated conformal band, else an
+            ensemble's spread; else FEM) or
             ``"indicator"`` (opt-in: the FEM residual indicator of a non-affine model, see
             the module docstring; needs ``fem`` with ``indicator`` and the store).
         holdout: where the indicator's effectivity is measured: ``"store"`` (the
@@ -168,6 +183,9 @@ class Coupler:
         self.nu = None
         self.effectivity: dict | None = None
         self.fem_only = False
+        # a calibrated split-conformal band: used when there is no bound and no opt-in
+        self.calibration = None if self.transient or self.affine or trust != "bound" \
+            else getattr(surrogate, "calibration", None)
         if self.transient and trust == "indicator":
             raise CouplerError("trust = 'indicator' is not available for transient cases: "
                                "their certified bound is the galerkin surrogate's")
@@ -189,7 +207,8 @@ class Coupler:
             self.rb = ReducedBasis(static, surrogate.spec, surrogate.modes,
                                    surrogate.estimator.mu_ref)
             self.nu = self.rb.obs_dual_norms
-        elif surrogate.kind != "pod-nn" or surrogate.members < 2:
+        elif self.calibration is None and (surrogate.kind != "pod-nn"
+                                           or surrogate.members < 2):
             # no bound, no ensemble, no opt-in: every answer is the FEM's
             if fem is None:
                 raise CouplerError("the coupler needs an error estimate: an affine model "
@@ -236,6 +255,8 @@ class Coupler:
             y = c @ s.observation_matrix.T
             d = s.error_estimate(mu, relative=False, coefficients=c)
             return y, self._eta(self.nu * d)
+        if self.calibration is not None:      # δ_i = q s_i(μ), coverage ≥ 1 − α
+            return s.observe(mu), self._eta(s.band(mu))
         members = s.members_predict(mu)                      # (K, n)
         ys = members @ s.observation_matrix.T
         return ys.mean(axis=0), self._eta(ys.std(axis=0, ddof=1))
@@ -330,12 +351,17 @@ class Coupler:
     # ------------------------------------------------------------------ the indicator
     @property
     def basis(self) -> str:
-        """What a surrogate answer's trust rests on: bound, indicator, ensemble or fem."""
+        """What a surrogate answer's trust rests on (bound > indicator > conformal > ensemble).
+
+        One of ``bound``, ``indicator``, ``conformal``, ``ensemble`` or ``fem``.
+        """
         if self.fem_only:
             return "fem"
         if self.trust == "indicator":
             return "indicator"
-        return "bound" if self.affine else "ensemble"
+        if self.affine:
+            return "bound"
+        return "conformal" if self.calibration is not None else "ensemble"
 
     def _setup_indicator(self, static) -> None:
         """X, the observation dual norms ν_i and the held-out effectivity (collective)."""
@@ -423,11 +449,20 @@ class Coupler:
                  "indicator": "FEM residual indicator ||F(u_r; mu)||_X' / min effectivity "
                               "(opted in; not a bound)",
                  "fem": "none: every answer is FEM (no bound; indicator not opted in)"}
+        cal = self.calibration
+        if cal is not None:
+            bound["conformal"] = (f"split-conformal band q*s_i(mu) (alpha {cal.alpha:g}: "
+                                  f"coverage >= {cal.nominal:.3g} for mu drawn like the "
+                                  "campaign's samples; not a bound)")
         return {"tol": self.tol, "criterion": "max_i delta_i/sigma_i <= tol",
                 "trust": self.trust, "basis": self.basis, "bound": bound[self.basis],
                 "certified": self.basis in ("bound", "fem"),
                 "uncertified_answers": self.n_uncertified,
                 "effectivity": self.effectivity,
+                "calibration": None if cal is None else {
+                    "alpha": cal.alpha, "q": cal.q, "n_cal": cal.n_cal, "scale": cal.scale,
+                    "nominal_coverage": cal.nominal, "coverage": cal.coverage,
+                    "coverage_se": cal.coverage_se, "n_test": cal.n_test},
                 "levels": [lv for lv, on in zip(LEVELS, (self.use_surrogate, self.use_rb, True),
                                                 strict=True) if on],
                 "queries": self.n_queries,
@@ -452,7 +487,9 @@ class Coupler:
             raise CouplerError("retrain needs the store")
         from hybrid.surrogate.build import BuildOptions, build_surrogate
 
-        opts = options or BuildOptions(kind=self.surrogate.kind)
+        cal = getattr(self.surrogate, "calibration", None)
+        opts = options or BuildOptions(kind=self.surrogate.kind,
+                                       calibrate=None if cal is None else cal.alpha)
         sur, _ = build_surrogate(self.store, opts)
         self.__init__(sur, self.fem, sigma=self.sigma, tol=self.tol, store=self.store,
                       reduced_basis=self.use_rb, enrich=self.enrich, trust=self.trust,
