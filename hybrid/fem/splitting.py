@@ -15,8 +15,11 @@ Heun, ``"rk4"``, each with ``substeps`` equal substeps; order 1, 2, 4) and D(Δt
 
     (M + θΔt K) v_{n+1} = (M − (1 − θ)Δt K) v_n.
 
-Both matrices are assembled and the KSP (default CG + GAMG, rtol 1e-10) is set up **once
-per run**; a step is one mat-vec and one Krylov solve from the previous v as initial guess.
+Both matrices are assembled and the KSP (default CG + GAMG, rtol 1e-10) is set up once;
+:meth:`SplittingSolver.run` reassembles them (and sets the KSP up again) only when the value
+of a ``fem.Constant`` in the forms (e.g. a conductivity in μ) changed since, so one solver
+serves samples of μ. A step is one mat-vec and one Krylov solve from the previous v as
+initial guess. Reaction parameters are read by the model's numpy function at call time.
 The reaction runs on the local array of v (owned and ghost DOFs alike: it is pointwise, so
 ghosts stay consistent without communication).
 
@@ -62,7 +65,8 @@ class SplittingResult:
         steps: steps taken; t_end: final time.
         iterations: Krylov iterations summed over the steps.
         time_reaction, time_diffusion, time_total: wall seconds (this rank).
-        operator_setups: assemblies of the step matrix (1).
+        operator_setups: assemblies of the step matrix so far (1, +1 per run after a
+            change of a Constant in the diffusion forms).
     """
 
     activation: np.ndarray
@@ -171,11 +175,15 @@ class SplittingSolver:
         mform = problem.mass if problem.mass is not None else u * phi * ufl.dx
         M = jacobian(mform, u)
         th, h = self.theta, self.dt
-        self._A = fem_petsc.assemble_matrix(fem.form(M + th * h * K))
+        self._aform = fem.form(M + th * h * K)
+        self._bform = fem.form(M - (1.0 - th) * h * K) if th < 1.0 else fem.form(M)
+        self._constants = [c for c in (M + K).constants() if isinstance(c, fem.Constant)]
+        self._A = fem_petsc.assemble_matrix(self._aform)
         self._A.assemble()
-        self._B = fem_petsc.assemble_matrix(fem.form(M - (1.0 - th) * h * K)) \
-            if th < 1.0 else fem_petsc.assemble_matrix(fem.form(M))
+        self._B = fem_petsc.assemble_matrix(self._bform)
         self._B.assemble()
+        self._assembled_at = self._constant_values()
+        self.operator_setups = 1
         self.options = _layer(_layer(DIFFUSION_DEFAULTS, dict(problem.solver)),
                               dict(petsc_options or {}))
         self.prefix = f"{name}_{next(_ids)}_"
@@ -194,6 +202,23 @@ class SplittingSolver:
         self._rhs = self._A.createVecLeft()
         self.n_owned = self.V.dofmap.index_map.size_local
 
+    def _constant_values(self) -> list[np.ndarray]:
+        return [np.array(c.value, copy=True) for c in self._constants]
+
+    def _refresh_operators(self) -> None:
+        """Reassemble A, B and set the KSP up again if a Constant of the forms changed."""
+        now = self._constant_values()
+        if all(np.array_equal(a, b) for a, b in zip(now, self._assembled_at, strict=True)):
+            return
+        for mat, form in ((self._A, self._aform), (self._B, self._bform)):
+            mat.zeroEntries()
+            fem_petsc.assemble_matrix(mat, form)
+            mat.assemble()
+        self.ksp.setOperators(self._A)
+        self.ksp.setUp()
+        self._assembled_at = now
+        self.operator_setups += 1
+
     def _initial(self) -> None:
         init = self.problem.initial
         if init is None:
@@ -210,6 +235,7 @@ class SplittingSolver:
         """Run t0 → t_end (collective); SolveFailed if a Krylov solve diverges or v is NaN."""
         pb, u = self.problem, self.u
         n_loc = u.x.array.size
+        self._refresh_operators()
         self._initial()
         w = np.zeros((0, n_loc)) if pb.states0 is None else np.array(pb.states0, float)
         if w.shape[-1] != n_loc:
@@ -256,7 +282,7 @@ class SplittingSolver:
         return SplittingResult(activation=act, v=u.x.array[:no].copy(), w=w[:, :no].copy(),
                                steps=self.n_steps, t_end=self.t_end, iterations=its,
                                time_reaction=t_r, time_diffusion=t_d, time_total=total,
-                               info=dict(pb.info))
+                               operator_setups=self.operator_setups, info=dict(pb.info))
 
     def destroy(self) -> None:
         """Free the PETSc objects."""

@@ -27,6 +27,14 @@ Geometry: ``geometry = "cable"`` on an ``interval`` mesh (parameter ``sigma``), 
 physical ones (mm), so the stimulus region and point sensors are given in mm; in 3-D the
 fibre f = (cos α, sin α, 0) lies in the x–y plane. (The former ``size`` setting, a
 unit square mapped inside the form, is refused: mesh the slab in mm instead.)
+
+Parameters μ (``[parameters]``, in this order): the conductivities (``sigma``, or
+``sigma_l``, ``sigma_t``), then the ionic parameters named in ``ionic_parameters`` (any of
+``ap_a``, ``ap_k`` for Aliev–Panfilov, ``nagumo_a``, ``nagumo_k`` for Nagumo). An ionic
+parameter in μ replaces the [physics] setting of that name (giving both is refused); the
+reaction reads its ``fem.Constant`` at every call, so a new μ needs no rebuild. The case's
+[parameters] must list exactly :meth:`Monodomain.parameters`, e.g. ``ionic_parameters =
+["ap_a"]`` → ``sigma_l, sigma_t, ap_a``.
 The output is the activation time field (first upward crossing of ``threshold``), stepped
 by :mod:`hybrid.fem.splitting`; no QoI forms.
 """
@@ -43,6 +51,18 @@ from pydantic import Field
 import hybrid.model as hm
 from hybrid.errors import ModelError
 from hybrid.model.reaction import ReactionDiffusion
+
+# open ranges of the parameters μ may hold (σ > 0; the ionic ones as their settings)
+_RANGES = {"ap_a": (0.0, 1.0), "nagumo_a": (0.0, 0.5)}
+
+
+def _ionic_value(name: str, settings, mu):
+    """A callable giving the current value: μ's Constant if ``name`` is in μ, else the setting."""
+    if name in settings.ionic_parameters:
+        c = mu[name]
+        return lambda: float(c.value)
+    v = float(getattr(settings, name))
+    return lambda: v
 
 
 class Monodomain(hm.Model):
@@ -76,9 +96,13 @@ class Monodomain(hm.Model):
         substeps: int = Field(1, ge=1, le=100)
         t_end: float = Field(100.0, gt=0)
         dt: float = Field(0.1, gt=0)
+        ionic_parameters: list[Literal["ap_a", "ap_k", "nagumo_a", "nagumo_k"]] = Field(
+            default_factory=list)                   # ionic settings that are in μ instead
 
     def parameters(self):
-        return ["sigma"] if self.settings.geometry == "cable" else ["sigma_l", "sigma_t"]
+        s = self.settings
+        sigma = ["sigma"] if s.geometry == "cable" else ["sigma_l", "sigma_t"]
+        return sigma + list(s.ionic_parameters)
 
     def qoi_names(self):
         return []
@@ -99,8 +123,27 @@ class Monodomain(hm.Model):
                                                 for b in s.stimulus_region):
             yield "physics.stimulus_region", (f"needs {dim} intervals [lo, hi] with lo < hi, "
                                               f"got {s.stimulus_region}")
-        if any(p.lower <= 0 for p in case.parameters.parameters):
-            yield "parameters", "conductivities must have lower bound > 0"
+        yield from self._check_ionic_parameters(case)
+
+    def _check_ionic_parameters(self, case):
+        s = self.settings
+        names = list(s.ionic_parameters)
+        if len(set(names)) != len(names):
+            yield "physics.ionic_parameters", f"names repeat: {names}"
+        prefix = "ap_" if s.ionic == "aliev_panfilov" else "nagumo_"
+        for n in names:
+            if not n.startswith(prefix):
+                yield "physics.ionic_parameters", (f"{n!r} is not a parameter of ionic model "
+                                                   f"{s.ionic!r} ({prefix}a, {prefix}k)")
+            if n in s.model_fields_set:
+                yield f"physics.{n}", ("is in μ (physics.ionic_parameters): give its range in "
+                                       "[parameters], not a value here")
+        for p in case.parameters.parameters:
+            lo, hi = _RANGES.get(p.name, (0.0, np.inf))
+            if not (lo < p.lower and p.upper < hi):
+                what = "conductivities" if p.name.startswith("sigma") else p.name
+                yield f"parameters.{p.name}", (f"{what} must lie in ({lo:g}, {hi:g}), got "
+                                               f"[{p.lower:g}, {p.upper:g}]")
 
     def build(self, ctx):
         s, msh = self.settings, ctx.mesh
@@ -130,18 +173,20 @@ class Monodomain(hm.Model):
             return stim if t_on <= t < t_off else 0.0
 
         if s.ionic == "nagumo":
-            k, aa = s.nagumo_k, s.nagumo_a
+            k_of, a_of = (_ionic_value(n, s, ctx.mu) for n in ("nagumo_k", "nagumo_a"))
 
             def rhs(t, vv, w):
+                k, aa = k_of(), a_of()
                 return k * vv * (1.0 - vv) * (vv - aa) + stimulus(t), w * 0.0
 
             states0, names = np.zeros((0, n_loc)), []
-            info = {"ionic": "nagumo", "k": k, "a": aa}
+            info = {"ionic": "nagumo", "k": s.nagumo_k, "a": s.nagumo_a}
         else:
-            k, aa, e0, m1, m2, T = (s.ap_k, s.ap_a, s.ap_eps0, s.ap_mu1, s.ap_mu2,
-                                    s.time_scale)
+            k_of, a_of = (_ionic_value(n, s, ctx.mu) for n in ("ap_k", "ap_a"))
+            e0, m1, m2, T = s.ap_eps0, s.ap_mu1, s.ap_mu2, s.time_scale
 
             def rhs(t, vv, w):
+                k, aa = k_of(), a_of()
                 r = w[0]
                 dv = -(k * vv * (vv - aa) * (vv - 1.0) + vv * r) / T + stimulus(t)
                 eps = e0 + m1 * r / (vv + m2)
@@ -149,8 +194,10 @@ class Monodomain(hm.Model):
                 return dv, dr[None, :]
 
             states0, names = np.zeros((1, n_loc)), ["w"]
-            info = {"ionic": "aliev_panfilov", "k": k, "a": aa, "eps0": e0, "mu1": m1,
-                    "mu2": m2, "time_scale_ms": T}
+            info = {"ionic": "aliev_panfilov", "k": s.ap_k, "a": s.ap_a, "eps0": e0,
+                    "mu1": m1, "mu2": m2, "time_scale_ms": T}
+        for n in s.ionic_parameters:   # in μ: the setting's value is not used
+            info[n.split("_", 1)[1]] = f"mu[{n!r}]"
         info |= {"geometry": s.geometry, "chi_per_mm": s.chi, "C_m_uF_per_mm2": s.C_m,
                  "fibre_angle_deg": s.fibre_angle}
         return ReactionDiffusion(u=v, F=F, initial=0.0, time=hm.TimeGrid(0.0, s.t_end, s.dt),
