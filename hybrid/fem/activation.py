@@ -6,10 +6,11 @@ linearly inside the step (:mod:`hybrid.fem.splitting`), NaN where v_i never cros
 t_end. :class:`ActivationProblem` gives campaigns, :class:`hybrid.fem.model.FEMModel` and
 ``hybrid solve`` the interface of a steady problem whose "solution" is T:
 
-- ``solve(μ)`` runs the split time loop (:class:`~hybrid.fem.splitting.SplittingSolver`; the
-  diffusion matrices depend on μ, so they are assembled and the KSP set up once per sample)
-  and puts T into ``self.u`` (a P1 function on v's space), so the store holds one scalar
-  field per sample — the activation-time map, in ms, NaN included;
+- ``solve(μ)`` runs the split time loop (:class:`~hybrid.fem.splitting.SplittingSolver`,
+  one per problem: it reassembles the diffusion matrices when the conductivities in μ
+  change) until every DOF has activated or t_end, and puts T into ``self.u`` (a P1
+  function on v's space), so the store holds one scalar field per sample — the
+  activation-time map, in ms, NaN included;
 - observations are the case's point sensors and box averages applied to T: an electrode at x
   observes T(x) = Σ_i φ_i(x) T_i. Only the non-zero weights of a row enter its sum, so a NaN
   elsewhere in the tissue does not reach an electrode that activated;
@@ -133,6 +134,7 @@ class ActivationProblem:
         self._qoi: dict | None = None
         self._obs = None
         self._obs_owned = None
+        self._solver = None
 
     # ---------------------------------------------------------------- the solve
     @property
@@ -144,6 +146,21 @@ class ActivationProblem:
     @property
     def element(self) -> dict:
         return {"family": "Lagrange", "degree": int(self.V.ufl_element().embedded_superdegree)}
+
+    @property
+    def solver(self):
+        """The :class:`~hybrid.fem.splitting.SplittingSolver`, made once.
+
+        It reassembles its diffusion operators when a conductivity in μ changed; the ionic
+        parameters in μ are read by the reaction at call time.
+        """
+        if self._solver is None:
+            from hybrid.fem.splitting import SplittingSolver
+
+            self._solver = SplittingSolver(
+                self.pb, petsc_options=dict(self.case.petsc_options),
+                name=f"activation_{self.spec.name}", **self._grid)
+        return self._solver
 
     def field_record(self) -> dict:
         """The store manifest's ``field`` record (what the stored field is)."""
@@ -158,18 +175,12 @@ class ActivationProblem:
 
         The reason of a successful run says how many DOFs never activated.
         """
-        from hybrid.fem.splitting import SplittingSolver
-
         self.mu.assign(np.asarray(mu, dtype=float))
-        solver = SplittingSolver(self.pb, petsc_options=dict(self.case.petsc_options),
-                                 name=f"activation_{self.spec.name}", **self._grid)
         try:
-            res = solver.run()
+            res = self.solver.run(stop_when_activated=True)
         except SolveFailed as exc:
             self.u.x.array[:] = np.nan
             return SolveResult(False, str(exc), 0)
-        finally:
-            solver.destroy()
         self.last = res
         self.u.x.array[:self.n_owned] = res.activation
         self.u.x.scatter_forward()
@@ -293,4 +304,7 @@ class ActivationProblem:
             observation_functionals=obs)
 
     def destroy(self) -> None:
-        """Nothing is held between solves (the splitting solver is freed after each)."""
+        """Free the splitting solver's PETSc objects."""
+        if self._solver is not None:
+            self._solver.destroy()
+            self._solver = None

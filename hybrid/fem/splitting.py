@@ -231,8 +231,13 @@ class SplittingSolver:
             self.u.interpolate(fem.Expression(init, self.V.element.interpolation_points))
         self.u.x.scatter_forward()
 
-    def run(self) -> SplittingResult:
-        """Run t0 → t_end (collective); SolveFailed if a Krylov solve diverges or v is NaN."""
+    def run(self, stop_when_activated: bool = False) -> SplittingResult:
+        """Run t0 → t_end (collective); SolveFailed if a Krylov solve diverges or v is NaN.
+
+        ``stop_when_activated``: stop after the first step at whose end every DOF has
+        activated (the activation map is then complete; ``steps`` and ``t_end`` of the
+        result say where it stopped). The check shares the per-step finiteness reduction.
+        """
         pb, u = self.problem, self.u
         n_loc = u.x.array.size
         self._refresh_operators()
@@ -247,6 +252,7 @@ class SplittingSolver:
         t_r = t_d = 0.0
         its = 0
         start = _time.perf_counter()
+        steps = 0
         for n in range(self.n_steps):
             t = self.t0 + n * self.dt
             v_old = u.x.array[:no].copy()
@@ -272,15 +278,22 @@ class SplittingSolver:
                 u.x.array[:] = v
                 t_r += _time.perf_counter() - tic
             v_new = u.x.array[:no]
-            bad = self.comm.allreduce(int(not np.all(np.isfinite(v_new))), op=MPI.MAX)
-            if bad:
-                raise SolveFailed(f"step {n + 1} (t = {t + self.dt:g}): v is not finite")
             idx, tc = crossing_times(t, self.dt, v_old, v_new, thr)
             fresh = np.isnan(act[idx])
             act[idx[fresh]] = tc[fresh]
+            # one reduction: 2 if v is not finite somewhere, else 1 if a DOF has not yet
+            # activated somewhere (when stopping on activation), else 0
+            flag = 2 if not np.all(np.isfinite(v_new)) else int(
+                stop_when_activated and bool(np.isnan(act).any()))
+            flag = self.comm.allreduce(flag, op=MPI.MAX)
+            if flag == 2:
+                raise SolveFailed(f"step {n + 1} (t = {t + self.dt:g}): v is not finite")
+            steps = n + 1
+            if stop_when_activated and flag == 0:
+                break
         total = _time.perf_counter() - start
         return SplittingResult(activation=act, v=u.x.array[:no].copy(), w=w[:, :no].copy(),
-                               steps=self.n_steps, t_end=self.t_end, iterations=its,
+                               steps=steps, t_end=self.t0 + steps * self.dt, iterations=its,
                                time_reaction=t_r, time_diffusion=t_d, time_total=total,
                                operator_setups=self.operator_setups, info=dict(pb.info))
 
