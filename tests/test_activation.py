@@ -93,6 +93,8 @@ def test_solve_and_electrodes_match_the_splitting_run(slab):
     assert res.ok and "all DOFs activated" in res.reason, res.reason
     direct, V, solver = solve_case(slab, MPI.COMM_WORLD, mu=mu)
     solver.destroy()
+    # the problem's loop stopped once all had activated; the direct run went on to t_end
+    assert p.last.steps < direct.steps == 600 and p.last.t_end < 60.0
     np.testing.assert_allclose(p.u.x.array[:p.n_owned], direct.activation, rtol=0, atol=1e-9)
     y = p.observe()
     from hybrid.fem.splitting import value_at
