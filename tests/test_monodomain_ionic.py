@@ -147,7 +147,7 @@ def test_solve_case_takes_the_ionic_parameter():
     the later the point (3, 0) mm activates."""
     text = (CASES / "monodomain_slab.toml").read_text()
     text = with_param(text, 'ionic_parameters = ["ap_a"]', "ap_a = { lower = 0.05, upper = 0.3 }")
-    text = text.replace("cells = 40", "cells = 20")
+    text = text.replace("cells = 200", "cells = 20")
     case = parse_case(text, CASES / "x.toml")
     ts = []
     for a in (0.1, 0.2):
@@ -156,3 +156,45 @@ def test_solve_case_takes_the_ionic_parameter():
         ts.append(value_at(V, r.activation, [3.0, 0.0]))
     assert np.all(np.isfinite(ts)) and ts[1] > ts[0] + 0.5, ts
     assert load_case(CASES / "monodomain_slab.toml").parameters.names == ["sigma_l", "sigma_t"]
+
+
+@pytest.mark.parametrize("ode,substeps", [("rk2", 1), ("fe", 3)])
+def test_compiled_kernel_equals_the_numpy_step(ode, substeps):
+    """ionic_kernel = "c": one R(τ) from a random state (in place), with the stimulus
+    switching off inside the step (t_off = 2 ms), equals ode_step on the numpy rhs to
+    round-off; rk4 falls back to the numpy path (None)."""
+    from hybrid.fem.splitting import ode_step
+
+    kw = dict(ionic_parameters=["ap_a"], ionic_kernel="c", **AP)
+    s = Monodomain.Settings(geometry="cable", stimulus_region=[[0.0, 5.0]], **kw)
+    msh = dmesh.create_interval(MPI.COMM_SELF, 50, [0.0, 10.0])
+    ctx = hm.Context(mesh=msh, comm=msh.comm, settings=s,
+                     mu=hm.Parameters(msh, ["sigma", "ap_a"], [0.12, 0.13]))
+    pb = Monodomain(s).build(ctx)
+    rng = np.random.default_rng(3)
+    v, w = rng.uniform(-0.1, 1.1, 51), rng.uniform(0.0, 2.0, (1, 51))
+    want = ode_step(pb.reaction, 1.9, 0.3, v, w, ode, substeps)
+    vc, wc = v.copy(), w.copy()
+    got = pb.reaction_step(1.9, 0.3, vc, wc, ode, substeps)
+    assert got[0] is vc and got[1] is wc                       # in place
+    np.testing.assert_allclose(vc, want[0], rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(wc, want[1], rtol=1e-13, atol=1e-14)
+    assert np.max(np.abs(want[0] - v)) > 1e-2                  # the step did something
+    ctx.mu.assign([0.12, 0.2])                                 # μ is read at call time
+    vc, wc = v.copy(), w.copy()
+    pb.reaction_step(1.9, 0.3, vc, wc, ode, substeps)
+    np.testing.assert_allclose(vc, ode_step(pb.reaction, 1.9, 0.3, v, w, ode, substeps)[0],
+                               rtol=1e-13, atol=1e-14)
+    assert pb.reaction_step(1.9, 0.3, v, w, "rk4", 1) is None
+
+
+def test_compiled_kernel_run_equals_numpy_run():
+    pbs = []
+    for kernel in ("numpy", "c"):
+        pb, ctx, solver = cable("aliev_panfilov", ["sigma"], 80, 10.0, 40.0, 0.2,
+                                ionic_kernel=kernel, **AP)
+        ctx.mu.assign([0.12])
+        pbs.append(solver.run())
+        solver.destroy()
+    assert np.isfinite(pbs[0].activation).sum() > 40
+    np.testing.assert_allclose(pbs[1].activation, pbs[0].activation, rtol=0, atol=1e-9)

@@ -15,13 +15,18 @@ Heun, ``"rk4"``, each with ``substeps`` equal substeps; order 1, 2, 4) and D(Δt
 
     (M + θΔt K) v_{n+1} = (M − (1 − θ)Δt K) v_n.
 
-Both matrices are assembled and the KSP (default CG + GAMG, rtol 1e-10) is set up once;
+Both matrices are assembled and the KSP (default CG + Jacobi, rtol 1e-8:
+:data:`DIFFUSION_DEFAULTS`) is set up once;
 :meth:`SplittingSolver.run` reassembles them (and sets the KSP up again) only when the value
 of a ``fem.Constant`` in the forms (e.g. a conductivity in μ) changed since, so one solver
 serves samples of μ. A step is one mat-vec and one Krylov solve from the previous v as
 initial guess. Reaction parameters are read by the model's numpy function at call time.
-The reaction runs on the local array of v (owned and ghost DOFs alike: it is pointwise, so
-ghosts stay consistent without communication).
+The reaction runs on the local array of v (owned and ghost DOFs alike: it is pointwise).
+Inside the loop nothing reads the ghost values of v (the mat-vec and the Krylov solve use
+the owned ones; activation times are recorded on owned DOFs), so they are updated once, at
+the end of the run, not every step; the collective check that v is finite runs every
+``_CHECK_EVERY`` steps. Both remove synchronisations from a step whose cost on a few ranks
+is mostly latency (benchmarks/cardiac.py).
 
 Activation times: T(x_i) = the first t at which v_i crosses ``threshold`` upward, linearly
 interpolated between the step's end values, T = t_n + Δt (θ_v − v_i^n)/(v_i^{n+1} − v_i^n);
@@ -50,8 +55,24 @@ from hybrid.model.reaction import ReactionDiffusion
 
 SPLITTINGS = {"godunov": 1.0, "strang": 0.5}   # name → default θ
 ODE_SCHEMES = ("fe", "rk2", "rk4")
-DIFFUSION_DEFAULTS = {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-10,
-                      "ksp_atol": 1e-14, "ksp_max_it": 500}
+DIFFUSION_DEFAULTS = {"ksp_type": "cg", "pc_type": "jacobi", "ksp_norm_type": "natural",
+                      "ksp_rtol": 1e-8, "ksp_atol": 1e-14, "ksp_max_it": 500}
+"""CG + Jacobi, natural norm, rtol 1e-8, warm-started from the previous v.
+
+Evidence (benchmarks/cardiac.py timing2d, benchmarks/results/cardiac.json "slab_2d"):
+M + θΔtK at Δt = 0.1 ms is mass-dominated (θΔt D/h² ≈ 0.4 on the 2-D slab at h = 0.1 mm),
+so a diagonal preconditioner needs few iterations from the warm start, and on a few ranks a
+step costs mostly synchronisations (each CG iteration one halo exchange, two reductions; the
+natural norm rᵀz saves the third). On the 40 401-DOF slab, 3000 steps, 2 ranks, the
+compiled ionic kernel: CG + GAMG rtol 1e-10 (the former default) 37 ms/step, 6.8
+iterations; CG + SOR rtol 1e-8 8.8 ms/step, 5.1; CG + Jacobi rtol 1e-10 6.8 ms/step, 9.8;
+rtol 1e-8 4.3 ms/step, 6.5; rtol 1e-6 3.0 ms/step, 3.3 (same loaded machine, one pass).
+Activation times against CG + Jacobi at rtol 1e-12: GAMG 1e-10 2.3e-7 ms, Jacobi 1e-10
+2.3e-7 ms, 1e-8 4.3e-5 ms, 1e-6 7.4e-3 ms (and one DOF's activation within t_end flips):
+rtol 1e-8 changes them by < 1e-3 of a step, far below the discretisation error. Jacobi
+is also partition-independent (unlike SOR or GAMG), which keeps the 1-vs-2-ranks test tight.
+"""
+_CHECK_EVERY = 10   # steps between the collective check that v is finite
 _ids = itertools.count()
 
 
@@ -84,17 +105,24 @@ class SplittingResult:
 
 def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: str,
              substeps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Advance dv/dt, dw/dt = rhs(t, v, w) by τ with ``substeps`` explicit steps (vectorised)."""
+    """Advance dv/dt, dw/dt = rhs(t, v, w) by τ with ``substeps`` explicit steps (vectorised).
+
+    fe: y + h f(y); rk2 (Heun): y + h/2 (f(y) + f(y + h f(y))); rk4: the classical one.
+    ``v`` and ``w`` are not modified; the combinations are formed in place on the arrays
+    ``rhs`` returns (fresh ones on every call).
+    """
     h = tau / substeps
     for k in range(substeps):
         s = t + k * h
         if scheme == "fe":
             dv, dw = rhs(s, v, w)
-            v, w = v + h * dv, w + h * dw
+            v, w = _axpy(h, dv, v), _axpy(h, dw, w)
         elif scheme == "rk2":
             dv1, dw1 = rhs(s, v, w)
             dv2, dw2 = rhs(s + h, v + h * dv1, w + h * dw1)
-            v, w = v + 0.5 * h * (dv1 + dv2), w + 0.5 * h * (dw1 + dw2)
+            dv1 += dv2
+            dw1 += dw2
+            v, w = _axpy(0.5 * h, dv1, v), _axpy(0.5 * h, dw1, w)
         else:
             k1 = rhs(s, v, w)
             k2 = rhs(s + h / 2, v + h / 2 * k1[0], w + h / 2 * k1[1])
@@ -103,6 +131,13 @@ def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: st
             v = v + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
             w = w + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
     return v, w
+
+
+def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return a·x + y, formed in ``x`` (which the caller owns)."""
+    x *= a
+    x += y
+    return x
 
 
 def crossing_times(t: float, dt: float, v_old: np.ndarray, v_new: np.ndarray,
@@ -219,6 +254,21 @@ class SplittingSolver:
         self._assembled_at = now
         self.operator_setups += 1
 
+    def _react(self, t: float, tau: float, w: np.ndarray) -> np.ndarray:
+        """R(τ) on v = u's local array (updated in place) and w; returns the new w.
+
+        The problem's fused ``reaction_step`` where it takes the scheme (in place), else
+        :func:`ode_step` on ``reaction``.
+        """
+        v = self.u.x.array
+        step = self.problem.reaction_step
+        out = None if step is None else step(t, tau, v, w, self.ode, self.substeps)
+        if out is None:
+            out = ode_step(self.problem.reaction, t, tau, v, w, self.ode, self.substeps)
+        if out[0] is not v:
+            v[:] = out[0]
+        return out[1]
+
     def _initial(self) -> None:
         init = self.problem.initial
         if init is None:
@@ -234,9 +284,10 @@ class SplittingSolver:
     def run(self, stop_when_activated: bool = False) -> SplittingResult:
         """Run t0 → t_end (collective); SolveFailed if a Krylov solve diverges or v is NaN.
 
-        ``stop_when_activated``: stop after the first step at whose end every DOF has
-        activated (the activation map is then complete; ``steps`` and ``t_end`` of the
-        result say where it stopped). The check shares the per-step finiteness reduction.
+        ``stop_when_activated``: stop at the first check (every ``_CHECK_EVERY`` steps) at
+        which every DOF has activated: the activation map is then complete (later steps
+        cannot change it); ``steps`` and ``t_end`` of the result say where it stopped. The
+        check shares the finiteness reduction.
         """
         pb, u = self.problem, self.u
         n_loc = u.x.array.size
@@ -249,6 +300,7 @@ class SplittingSolver:
         act = np.full(no, np.nan)
         act[u.x.array[:no] >= thr] = self.t0
         vec = u.x.petsc_vec
+        finite = True
         t_r = t_d = 0.0
         its = 0
         start = _time.perf_counter()
@@ -258,13 +310,11 @@ class SplittingSolver:
             v_old = u.x.array[:no].copy()
             tic = _time.perf_counter()
             first = self.dt if self.splitting == "godunov" else self.dt / 2
-            v, w = ode_step(pb.reaction, t, first, u.x.array, w, self.ode, self.substeps)
-            u.x.array[:] = v
+            w = self._react(t, first, w)
             t_r += _time.perf_counter() - tic
             tic = _time.perf_counter()
             self._B.mult(vec, self._rhs)
             self.ksp.solve(self._rhs, vec)
-            u.x.scatter_forward()
             reason = self.ksp.getConvergedReason()
             its += self.ksp.getIterationNumber()
             t_d += _time.perf_counter() - tic
@@ -273,24 +323,26 @@ class SplittingSolver:
                                   f"diverged (reason {reason})")
             if self.splitting == "strang":
                 tic = _time.perf_counter()
-                v, w = ode_step(pb.reaction, t + first, first, u.x.array, w, self.ode,
-                                self.substeps)
-                u.x.array[:] = v
+                w = self._react(t + first, first, w)
                 t_r += _time.perf_counter() - tic
             v_new = u.x.array[:no]
+            finite = finite and bool(np.all(np.isfinite(v_new)))
             idx, tc = crossing_times(t, self.dt, v_old, v_new, thr)
             fresh = np.isnan(act[idx])
             act[idx[fresh]] = tc[fresh]
-            # one reduction: 2 if v is not finite somewhere, else 1 if a DOF has not yet
-            # activated somewhere (when stopping on activation), else 0
-            flag = 2 if not np.all(np.isfinite(v_new)) else int(
-                stop_when_activated and bool(np.isnan(act).any()))
-            flag = self.comm.allreduce(flag, op=MPI.MAX)
-            if flag == 2:
-                raise SolveFailed(f"step {n + 1} (t = {t + self.dt:g}): v is not finite")
             steps = n + 1
-            if stop_when_activated and flag == 0:
-                break
+            if steps % _CHECK_EVERY == 0 or steps == self.n_steps:
+                # one reduction: 2 if v is not finite somewhere, else 1 if a DOF has not
+                # yet activated somewhere (when stopping on activation), else 0
+                flag = 2 if not finite else int(
+                    stop_when_activated and bool(np.isnan(act).any()))
+                flag = self.comm.allreduce(flag, op=MPI.MAX)
+                if flag == 2:
+                    raise SolveFailed(f"by step {steps} (t = {t + self.dt:g}): v is not "
+                                      "finite")
+                if stop_when_activated and flag == 0:
+                    break
+        u.x.scatter_forward()
         total = _time.perf_counter() - start
         return SplittingResult(activation=act, v=u.x.array[:no].copy(), w=w[:, :no].copy(),
                                steps=steps, t_end=self.t0 + steps * self.dt, iterations=its,

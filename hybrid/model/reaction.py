@@ -20,6 +20,10 @@ import numpy as np
 from hybrid.model.api import Problem
 
 # rhs(t, v, w) -> (dv/dt, dw/dt); v: (n,), w: (n_states, n), dw the same shape as w.
+# Return new arrays on every call (not v, w or a cached buffer): the integrators form their
+# combinations in place on them.
+ReactionStep = Callable[[float, float, np.ndarray, np.ndarray, str, int],
+                        tuple[np.ndarray, np.ndarray] | None]
 ReactionRHS = Callable[[float, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -36,6 +40,10 @@ class ReactionDiffusion(Problem):
         threshold: the activation threshold of v (activation time = first upward crossing).
         splitting, ode, substeps: the default scheme (the solver's arguments override).
         info: model facts for reports (units, parameter values).
+        reaction_step: optional fused integrator of the same ODEs (e.g. compiled):
+            ``step(t, τ, v, w, ode, substeps) -> (v, w)`` advancing v and w **in place** by
+            τ as :func:`hybrid.fem.splitting.ode_step` would, and returning them; or None
+            for a scheme it does not implement (then ``reaction`` is integrated).
     """
 
     reaction: ReactionRHS | None = None
@@ -46,3 +54,4 @@ class ReactionDiffusion(Problem):
     ode: str = "rk2"
     substeps: int = 1
     info: dict[str, Any] = field(default_factory=dict)
+    reaction_step: ReactionStep | None = None
