@@ -288,3 +288,96 @@ def test_bad_levels_are_refused():
         sample(fine, mode="metropolis", intermediate=[coarse], n_samples=10, burn_in=0)
     with pytest.raises(InferenceError, match="expected a Posterior"):
         sample(fine, sur, intermediate=[coarse.model], n_samples=10, burn_in=0)
+
+
+# ------------------------------------------------------------------ hybrid infer --coarse
+@pytest.fixture(scope="module")
+def fem_cases(tmp_path_factory):
+    """A 2×2 thermal block (12×12 cells, 4 sensors), its 6×6 coarse twin, a surrogate and
+    synthetic data."""
+    from mpi4py import MPI
+
+    import hybrid.fem  # noqa: F401
+    from hybrid.core.case import load_case
+    from hybrid.core.examples import case_text
+    from hybrid.fem.model import FEMModel
+    from hybrid.surrogate.build import BuildOptions, build_surrogate
+    from hybrid.workflows.campaign import run_campaign
+
+    root = tmp_path_factory.mktemp("multilevel")
+    fine, coarse = root / "fine.toml", root / "coarse.toml"
+    fine.write_text(case_text(name="tb_ml", cells=12, blocks=2, samples=8, seed=2, grid=2,
+                              store=str(root / "store")))
+    coarse.write_text(case_text(name="tb_ml_coarse", cells=6, blocks=2, samples=8, grid=2,
+                                store=str(root / "coarse_store")))
+    case = load_case(fine)
+    assert run_campaign(case, comm=MPI.COMM_SELF, progress=False, paraview=False).ok == 8
+    sur, _ = build_surrogate(root / "store", BuildOptions(kind="galerkin", modes=4))
+    sur.save(root / "sur")
+    fem = FEMModel(case, MPI.COMM_SELF)
+    y = fem.observe(np.array([0.3, 0.55, 0.8, 0.45]))
+    fem.close()
+    data = root / "obs.csv"
+    synthesize(y, 0.01, "relative", seed=4, names=sur.observation_names).to_csv(data)
+    return root, fine, coarse, data
+
+
+def test_cli_infer_with_a_coarse_level_reports_every_level(fem_cases, tmp_path):
+    from .conftest import run_cli
+
+    root, fine, coarse, data = fem_cases
+    out = tmp_path / "ml"
+    r = run_cli(["infer", fine, "--surrogate", root / "sur", "--data", data, "--method", "mcmc",
+                 "--stage2", "fem", "--coarse", coarse, "--samples", "150", "--burn-in", "100",
+                 "--chains", "2", "--no-enrich", "--no-field", "--no-plots", "--out", out])
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    d = s["mcmc"]
+    assert d["exact"] and d["target"].startswith("multi-level delayed acceptance")
+    assert [lv["model"] for lv in d["levels"]] == ["surrogate (galerkin)",
+                                                   "coarse FEM (coarse.toml)", "FEM (fine.toml)"]
+    n_sur, n_coarse, n_fine = (lv["evaluations"] for lv in d["levels"])
+    pc = d["counts"]["per_chain"]
+    # every FEM solve is a level evaluation: coarse = stage-1 passes, fine = stage-2 passes
+    assert s["coarse"]["solves"] == n_coarse == sum(pc["stage1_total"]) + 2
+    assert s["fem"]["solves"] == n_fine == d["counts"]["expensive"] == sum(pc["stage2_total"]) + 2
+    assert n_sur == d["counts"]["cheap"] == sum(pc["proposals_total"]) + 2
+    assert n_fine < n_coarse < n_sur
+    assert d["levels"][2]["per_effective_sample"] == pytest.approx(n_fine / d["min_ess"])
+    assert s["options"]["coarse_case"] == str(coarse)
+    assert "level 2 coarse FEM (coarse.toml)" in r.stdout
+    assert s["coarse"]["case"].endswith("coarse.toml") and s["coarse"]["committed"] == 0
+
+
+def test_a_coarse_case_that_does_not_match_is_refused_in_one_line(fem_cases, tmp_path):
+    from hybrid.core.examples import case_text
+    from hybrid.errors import HybridError
+    from hybrid.workflows.infer import InferenceOptions, run_inference
+
+    from .conftest import run_cli
+
+    root, fine, coarse, data = fem_cases
+    bounds = tmp_path / "bounds.toml"
+    bounds.write_text(coarse.read_text().replace("mu_1 = { lower = 0.1", "mu_1 = { lower = 0.2"))
+    r = run_cli(["infer", fine, "--surrogate", root / "sur", "--data", data, "--method", "mcmc",
+                 "--stage2", "fem", "--coarse", bounds, "--out", tmp_path / "o"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"{bounds}: parameter 'mu_1' is [0.2, 1.0]" in r.stderr and str(fine) in r.stderr
+    assert not (tmp_path / "o").exists()
+    sensors = tmp_path / "sensors.toml"
+    sensors.write_text(case_text(name="s", cells=6, blocks=2, grid=3))
+    more = tmp_path / "more.toml"
+    more.write_text(case_text(name="m", cells=6, blocks=3, grid=2))
+
+    def run(path, **kw):
+        opt = InferenceOptions(**{"method": "mcmc", "stage2": "fem", "coarse_case": str(path),
+                                  **kw})
+        run_inference(fine, root / "sur", data, opt)
+
+    with pytest.raises(HybridError, match=r"sensors.toml: the coarse case's observation names "
+                                          r"differ from those of .*fine.toml \(9 vs 4"):
+        run(sensors)
+    with pytest.raises(HybridError, match=r"more.toml: the coarse case's parameters \['mu_0'"):
+        run(more)
+    with pytest.raises(HybridError, match="--coarse needs --method mcmc --stage2 fem"):
+        run(coarse, stage2="coupler")
