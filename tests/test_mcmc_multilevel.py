@@ -7,7 +7,8 @@
 * counts: level-k evaluations = stage-(k−1) passes + one start per chain, stage passes nest;
   the report names the levels and the fine evaluations per effective sample, also for a
   fine-only chain;
-* two levels reproduce the sampler as it was before levels existed, bit for bit.
+* two levels reproduce the sampler as it was before levels existed: the same decisions and
+  counts, the same draws (bit for bit on this machine).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ INF = np.inf
 
 # ------------------------------------------------------------------ two levels: unchanged
 def _two_level_runs() -> dict[str, np.ndarray]:
-    """Two-level, metropolis and surrogate-only runs whose every output is compared bitwise.
+    """Two-level (random walk and MALA), metropolis and surrogate-only runs, every output.
 
     The models use elementwise arithmetic only (no BLAS), so that the draws do not depend on
     the BLAS kernel a CPU picks. ``tests/data/make_mcmc_two_level_reference.py`` wrote the
@@ -77,12 +78,20 @@ def _two_level_runs() -> dict[str, np.ndarray]:
     return out
 
 
-def test_two_levels_reproduce_the_sampler_before_levels_bit_for_bit():
+def test_two_levels_reproduce_the_sampler_before_levels():
+    """Every accept/reject decision and count is the same; every draw, log density and
+    covariance is the same number (bitwise on the machine that wrote the file; to 1e-12 here,
+    because numpy's exp and log, used by the bounded transform and the step-size adaptation,
+    may differ in the last bit on another CPU)."""
     ref = np.load(Path(__file__).with_name("data") / "mcmc_two_level_reference.npz")
     now = _two_level_runs()
     assert set(now) == set(ref.files)
     for k in ref.files:
-        assert now[k].dtype == ref[k].dtype and np.array_equal(now[k], ref[k]), k
+        assert now[k].dtype == ref[k].dtype and now[k].shape == ref[k].shape, k
+        if now[k].dtype.kind == "f":
+            np.testing.assert_allclose(now[k], ref[k], rtol=1e-12, atol=0, err_msg=k)
+        else:
+            assert np.array_equal(now[k], ref[k]), k
 
 
 # ------------------------------------------------------------------ three levels, exact
