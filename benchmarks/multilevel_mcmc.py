@@ -82,8 +82,6 @@ def main() -> None:
     ap.add_argument("--plain-draws", type=int, default=None,
                     help="draws per chain of the fine-only chain (default --draws)")
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--adapt-on", default="overall", choices=("overall", "stage1"),
-                    help="the rate the step size of the delayed-acceptance chains adapts to")
     args = ap.parse_args()
     from hybrid.fem.model import FEMModel
     from hybrid.inference import Posterior, find_map, sample, synthesize
@@ -114,14 +112,11 @@ def main() -> None:
               "proposal_cov": lap.cov, "start_cov": lap.cov}
     runs = {"fine_only": ((post_f,), {"mode": "metropolis", "kernel": "rw",
                                       "n_samples": args.plain_draws or args.draws}),
-            "two_level": ((post_f, cheap), {"kernel": "mala", "n_samples": args.draws,
-                                            "adapt_on": args.adapt_on}),
+            "two_level": ((post_f, cheap), {"kernel": "mala", "n_samples": args.draws}),
             "three_level": ((post_f, cheap), {"kernel": "mala", "n_samples": args.draws,
-                                              "intermediate": [post_c],
-                                              "adapt_on": args.adapt_on})}
+                                              "intermediate": [post_c]})}
     out = {"machine": "2-core CPU (shared), no GPU", "case": f"thermal block {args.blocks}x"
-           f"{args.blocks}, 16 sensors, 1 % relative noise", "setup": info,
-           "args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+           f"{args.blocks}, 16 sensors, 1 % relative noise", "setup": info, "runs": {}}
     for i, (key, (pos, kw)) in enumerate(runs.items()):
         n0 = (fine.n_solves, coarse.n_solves)
         t0 = time.perf_counter()

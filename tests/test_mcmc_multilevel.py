@@ -390,20 +390,3 @@ def test_a_coarse_case_that_does_not_match_is_refused_in_one_line(fem_cases, tmp
         run(more)
     with pytest.raises(HybridError, match="--coarse needs --method mcmc --stage2 fem"):
         run(coarse, stage2="coupler")
-
-
-def test_the_scale_can_adapt_to_the_first_stage_alone(three):
-    """``adapt_on="stage1"`` tunes the step for π₁: its stage-1 rate (not the overall one)
-    approaches the target; the chain still samples the fine posterior."""
-    res, _, (m, C), _ = three
-    sur, coarse, fine, _, _, start = _three_levels()
-    s1 = sample(fine, sur, intermediate=[coarse], adapt_on="stage1", **RUN, **start)
-    target = mcmc.target_acceptance(2)
-    assert abs(s1.acceptance()["stage1"] - target) < 0.06
-    assert abs(res.acceptance()["overall"] - target) < 0.06
-    assert s1.acceptance()["stage1"] < res.acceptance()["stage1"] - 0.1   # larger steps
-    assert s1.settings["adapt_on"] == "stage1" and "adapt_on" not in res.settings
-    ok, report = _agrees(s1.samples, m, C)
-    assert ok, report
-    with pytest.raises(InferenceError, match="adapt_on must be"):
-        sample(fine, sur, adapt_on="stage2", n_samples=10, burn_in=0)

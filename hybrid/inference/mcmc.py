@@ -371,7 +371,7 @@ def _log_q(y, mean, chol, h):
 def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids: list[int],
                seeds: list[np.random.SeedSequence], *, n_samples, burn_in, thin, x0,
                start_cov, start_scale, proposal_cov, adapt_every, target_accept, adapt,
-               shrinkage, kernel, intermediate=(), adapt_on="overall"):
+               shrinkage, kernel, intermediate=()):
     """Run the chains ``chain_ids`` in lockstep on this process; return per-chain arrays.
 
     ``intermediate``: the levels between ``cheap`` and ``target`` (delayed acceptance only).
@@ -519,8 +519,7 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         if adapting:
             if adapt != "none":
                 gamma = (it + 1) ** -0.6
-                rate = pass1 if adapt_on == "stage1" else accept
-                log_lam += gamma * (rate.astype(float) - target_accept)
+                log_lam += gamma * (accept.astype(float) - target_accept)
             if adapt == "covariance" and it >= acc_start:
                 w_n += 1
                 delta = z - w_mean
@@ -567,8 +566,7 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
            start_scale: float = 2.0, thin: int = 1, adapt_every: int = 25,
            target_accept: float | None = None, adapt: str = "covariance",
            shrinkage: float | None = None, kernel: str = "rw",
-           intermediate: Sequence[Posterior] = (), adapt_on: str = "overall",
-           comm=None) -> MCMCResult | None:
+           intermediate: Sequence[Posterior] = (), comm=None) -> MCMCResult | None:
     """Sample a posterior by (delayed-acceptance) adaptive Metropolis or MALA.
 
     Args:
@@ -593,11 +591,6 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         thin: keep every ``thin``-th draw after burn-in.
         adapt_every: iterations between updates of the adapted covariance.
         target_accept: acceptance rate the scale adapts to (default by dimension and kernel).
-        adapt_on: the rate the scale adapts: ``"overall"`` (moves; the default) or
-            ``"stage1"`` (passes of the first stage, so that the proposal is tuned for π₁
-            alone: with a level that disagrees with the one below, the overall rate cannot
-            reach the target at a useful step and the steps shrink until stage 1 accepts
-            nearly everything). Burn-in only, like all adaptation: exactness is unaffected.
         adapt: during burn-in, ``"covariance"`` (scale and the shrunk empirical covariance),
             ``"scale"`` (the scale only: Σ = Σ₀) or ``"none"``.
         shrinkage: n₀, pseudo-observations of Σ₀ in the adapted covariance (default 10·P).
@@ -627,8 +620,6 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         raise InferenceError(f"MCMC adapt must be one of {ADAPT}, got {adapt!r}")
     if kernel not in KERNELS:
         raise InferenceError(f"MCMC kernel must be one of {KERNELS}, got {kernel!r}")
-    if adapt_on not in ("overall", "stage1"):
-        raise InferenceError(f"MCMC adapt_on must be 'overall' or 'stage1', got {adapt_on!r}")
     if n_samples < 1 or burn_in < 0 or chains < 1 or thin < 1 or adapt_every < 1:
         raise InferenceError("MCMC: n_samples, chains, thin, adapt_every must be >= 1 and "
                              "burn_in >= 0")
@@ -663,8 +654,7 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
                            burn_in=burn_in, thin=thin, x0=x0, start_cov=start_cov,
                            start_scale=start_scale, proposal_cov=proposal_cov,
                            adapt_every=adapt_every, target_accept=target_accept, adapt=adapt,
-                           shrinkage=shrinkage, kernel=kernel, intermediate=intermediate,
-                           adapt_on=adapt_on)
+                           shrinkage=shrinkage, kernel=kernel, intermediate=intermediate)
     parts = [local] if comm is None else comm.gather(local, root=0)
     if rank != 0:
         return None
@@ -689,8 +679,6 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         levels = [cheap.model.name, *(m.model.name for m in intermediate),
                   posterior.model.name]
         settings["levels"] = levels
-    if adapt_on != "overall":
-        settings["adapt_on"] = adapt_on
     return MCMCResult(mode=mode, exact=mode != "surrogate-only", names=ref.names,
                       samples=cat(lambda p: p["samples"]),
                       log_density=cat(lambda p: p["log_density"]), counts=counts,
