@@ -116,7 +116,8 @@ def main() -> None:
             "three_level": ((post_f, cheap), {"kernel": "mala", "n_samples": args.draws,
                                               "intermediate": [post_c]})}
     out = {"machine": "2-core CPU (shared), no GPU", "case": f"thermal block {args.blocks}x"
-           f"{args.blocks}, 16 sensors, 1 % relative noise", "setup": info, "runs": {}}
+           f"{args.blocks}, 16 sensors, 1 % relative noise", "setup": info,
+           "args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
     for i, (key, (pos, kw)) in enumerate(runs.items()):
         n0 = (fine.n_solves, coarse.n_solves)
         t0 = time.perf_counter()
