@@ -71,14 +71,14 @@ def summarize_run(res, wall: float, fine, coarse, n0) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/multilevel_mcmc.json"))
-    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--cells", type=int, default=48)
-    ap.add_argument("--coarse-cells", type=int, default=12)
-    ap.add_argument("--snapshots", type=int, default=32)
+    ap.add_argument("--coarse-cells", type=int, default=24)
+    ap.add_argument("--snapshots", type=int, default=64)
     ap.add_argument("--modes", type=int, default=None, help="surrogate modes (default: energy)")
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--draws", type=int, default=2000)
-    ap.add_argument("--burn-in", type=int, default=500)
+    ap.add_argument("--burn-in", type=int, default=1000)
     ap.add_argument("--plain-draws", type=int, default=None,
                     help="draws per chain of the fine-only chain (default --draws)")
     ap.add_argument("--seed", type=int, default=3)
