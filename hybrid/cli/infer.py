@@ -82,6 +82,9 @@ def infer_command(
     field: Annotated[bool, typer.Option(help="write the FEM field at the estimate")] = True,
     plots: Annotated[bool, typer.Option(help="write corner/trace PNGs")] = True,
     force: Annotated[bool, typer.Option(help="write into an existing --out directory")] = False,
+    coarse: Annotated[Path | None, typer.Option(
+        help="MCMC with --stage2 fem: a coarse case file (same parameters and observations) "
+             "whose FEM screens between the surrogate and the fine FEM (exact)")] = None,
 ) -> None:
     """Estimate parameters from data: FEM-confirmed MAP or delayed-acceptance MCMC."""
     from hybrid.core.outputs import check_target
@@ -90,7 +93,8 @@ def infer_command(
     opt = InferenceOptions(method=method, stage2=stage2, tol=tol, samples=samples,
                            burn_in=burn_in, chains=chains, kernel=kernel, starts=starts,
                            seed=seed,
-                           max_fem=max_fem, enrich=enrich, field=field, plots=plots)
+                           max_fem=max_fem, enrich=enrich, field=field, plots=plots,
+                           coarse_case=None if coarse is None else str(coarse))
     opt.check()
     check_target(out, kind="dir", force=force)
     summary = run_inference(case, surrogate, data, opt, out=out)

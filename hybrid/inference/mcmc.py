@@ -15,6 +15,31 @@ Modes (``sample(..., mode=...)``):
   symmetric random walk), so the chain targets the *exact* posterior whatever the cheap
   model's error; a poor surrogate costs acceptance, not correctness. Expensive evaluations
   = stage-1 acceptances (+ one per chain at the start).
+
+  **More levels** (``intermediate=[π₂, …, π_{L−1}]``): densities π₁ = π* (cheapest), π₂, …,
+  π_L = π (the target), e.g. surrogate → coarse-mesh FEM → fine FEM. A proposal that passed
+  stage k−1 is evaluated at level k and accepted there with
+
+      stage k:  α_k = min(1, π_k(y) π_{k−1}(x) / (π_k(x) π_{k−1}(y))),   k = 2, …, L,
+
+  and the chain moves only when every stage accepts; a rejection at any stage keeps x, and
+  the levels above it are not evaluated. *Why this is exact for π_L* (induction on Christen &
+  Fox's argument): let K₁ be the stage-1 Metropolis–Hastings kernel, reversible for π₁, and
+  K_k the kernel "draw y from K_{k−1}; if y ≠ x accept it with α_k". Suppose K_{k−1} is
+  reversible for π_{k−1}: π_{k−1}(x) K_{k−1}(x, y) = π_{k−1}(y) K_{k−1}(y, x) for y ≠ x.
+  Then, for y ≠ x,
+
+      π_k(x) K_k(x, y) = π_k(x) K_{k−1}(x, y) α_k(x, y)
+                       = min(π_k(x) K_{k−1}(x, y), π_k(y) π_{k−1}(x) K_{k−1}(x, y) / π_{k−1}(y))
+                       = min(π_k(x) K_{k−1}(x, y), π_k(y) K_{k−1}(y, x)),
+
+  which is symmetric in x and y: K_k is reversible for π_k (the mass it does not move stays
+  on the diagonal, which detailed balance does not constrain). By induction K_L is reversible
+  for π_L, whatever the errors of π₁ … π_{L−1}; they cost acceptance, not correctness. (The
+  chain can reach only where every π_k > 0: each level must be positive wherever π_L is.)
+  Every level's values at the current state are kept, so a stage costs one evaluation of its
+  level at y: level-k evaluations = stage-(k−1) passes (+ one per chain at the start). With
+  two levels this is the two-stage algorithm above, draw for draw (the same random numbers).
 * ``"surrogate-only"`` (fast, **not exact**): adaptive Metropolis on π* alone; the result is
   labelled ``exact = False`` and samples the surrogate's posterior, bias included.
 * ``"metropolis"`` (exact, expensive): adaptive Metropolis on π alone, for reference.
@@ -63,6 +88,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +140,31 @@ class MCMCResult:
     """(chains, n): whether the step that produced each retained draw moved the chain."""
     stage1: np.ndarray | None = None
     """(chains, n): whether that step's proposal passed the first stage."""
+    levels: list[str] | None = None
+    """Multi-level delayed acceptance: the model of each level, cheapest first, target last
+    (None for one or two levels). ``counts`` then also has ``stage2`` … ``stage{L−1}`` (and
+    ``*_total``), the passes of the intermediate stages, and ``n_intermediate`` (chains, L−2),
+    the evaluations of the intermediate levels."""
+    stages: np.ndarray | None = None
+    """(chains, n, L−1) with levels: whether that step's proposal passed stages 1 … L−1."""
+
+    @property
+    def n_levels(self) -> int:
+        """Levels of the kernel: L for delayed acceptance, 1 otherwise."""
+        if self.levels is not None:
+            return len(self.levels)
+        return 2 if self.mode == "delayed-acceptance" else 1
+
+    def evaluations(self) -> list[int]:
+        """Model evaluations of the whole run per level, cheapest first (target last)."""
+        c = self.counts
+        if self.mode == "surrogate-only":
+            return [int(np.sum(c["n_cheap"]))]
+        if self.mode == "metropolis":
+            return [int(np.sum(c["n_expensive"]))]
+        mid = c.get("n_intermediate")
+        mid = [] if mid is None else [int(v) for v in np.sum(mid, axis=0)]
+        return [int(np.sum(c["n_cheap"])), *mid, int(np.sum(c["n_expensive"]))]
 
     def problems(self) -> list[str]:
         """What makes these draws untrustworthy, one line each (empty when none is seen).
@@ -161,8 +212,30 @@ class MCMCResult:
         prop = c["proposals"]
         out = {"overall": c["accepted"] / prop if prop else None}
         if self.mode == "delayed-acceptance":
+            L = self.n_levels
             out["stage1"] = c["stage1"] / prop if prop else None
-            out["stage2"] = c["accepted"] / c["stage1"] if c["stage1"] else None
+            for k in range(2, L + 1):   # stage k: of the proposals that passed stage k − 1
+                num, den = c["accepted" if k == L else f"stage{k}"], c[f"stage{k - 1}"]
+                out[f"stage{k}"] = num / den if den else None
+        return out
+
+    def level_report(self) -> list[dict]:
+        """Per level: model, evaluations, evaluations per effective sample, stage acceptance.
+
+        Evaluations per effective sample = evaluations of the whole run / min ESS (the
+        ``expensive_per_effective_sample`` of the target level); the stage acceptance is of
+        the proposals that reached the stage.
+        """
+        names = self.levels or (["cheap", "expensive"] if self.n_levels == 2 else
+                                ["cheap" if self.mode == "surrogate-only" else "expensive"])
+        min_ess = min((s["ess"] for s in self.summary().values()), default=float("nan"))
+        acc = self.acceptance()
+        out = []
+        for k, (name, n) in enumerate(zip(names, self.evaluations(), strict=True), start=1):
+            rate = acc.get(f"stage{k}") if self.n_levels > 1 else acc["overall"]
+            out.append({"level": k, "model": name, "evaluations": n,
+                        "per_effective_sample": n / min_ess if min_ess > 0 else None,
+                        "stage_acceptance": rate})
         return out
 
     def to_dict(self) -> dict:
@@ -177,9 +250,12 @@ class MCMCResult:
              "max_rhat": max((s["rhat"] for s in summ.values()), default=float("nan")),
              "min_ess": min_ess,
              "counts": {"cheap": int(np.sum(self.counts["n_cheap"])), "expensive": n_exp,
+                        **({"intermediate": self.evaluations()[1:-1]}
+                           if self.levels is not None else {}),
                         "per_chain": {k: v.tolist() for k, v in self.counts.items()}},
              "acceptance": self.acceptance(),
              "expensive_per_effective_sample": n_exp / min_ess if min_ess > 0 else None,
+             **({"levels": self.level_report()} if self.levels is not None else {}),
              "ess_per_second": min_ess / self.wall_time if self.wall_time > 0 else None,
              "warnings": self.problems(),
              "wall_time_s": self.wall_time, "settings": self.settings}
@@ -199,6 +275,9 @@ class MCMCResult:
         if self.accepted is not None:
             groups["sample_stats"]["accepted"] = self.accepted
             groups["sample_stats"]["stage1_accepted"] = self.stage1
+        if self.stages is not None:
+            for k in range(2, self.stages.shape[-1] + 1):
+                groups["sample_stats"][f"stage{k}_accepted"] = self.stages[:, :, k - 1]
         if observed:
             groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
         dt = azb.from_dict(groups)
@@ -206,6 +285,9 @@ class MCMCResult:
                 "thin": self.thin, "seed": self.seed,
                 "n_expensive": int(np.sum(self.counts["n_expensive"])),
                 "n_cheap": int(np.sum(self.counts["n_cheap"])), **(attrs or {})}
+        if self.levels is not None:
+            meta["levels"] = self.levels
+            meta["n_intermediate"] = self.evaluations()[1:-1]
         for k, v in meta.items():
             dt["posterior"].attrs[k] = v if isinstance(v, int | float | str) else json.dumps(v)
         return dt
@@ -270,6 +352,11 @@ class _Density:
         return self.post.log_density(z), None
 
 
+def _stage_log_ratio(stage: int, lk_y, lk_x, lprev_x, lprev_y):
+    """Log of stage ``stage``'s (≥ 2) ratio π_k(y) π_{k−1}(x) / (π_k(x) π_{k−1}(y))."""
+    return lk_y - lk_x + lprev_x - lprev_y
+
+
 def _mala_drift(z, g, sigma, h):
     """Mean of the preconditioned Langevin proposal: z + (h/2) Σ ∇log π(z)."""
     return z + 0.5 * h[:, None] * np.einsum("cij,cj->ci", sigma, g)
@@ -284,14 +371,20 @@ def _log_q(y, mean, chol, h):
 def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids: list[int],
                seeds: list[np.random.SeedSequence], *, n_samples, burn_in, thin, x0,
                start_cov, start_scale, proposal_cov, adapt_every, target_accept, adapt,
-               shrinkage, kernel):
-    """Run the chains ``chain_ids`` in lockstep on this process; return per-chain arrays."""
+               shrinkage, kernel, intermediate=()):
+    """Run the chains ``chain_ids`` in lockstep on this process; return per-chain arrays.
+
+    ``intermediate``: the levels between ``cheap`` and ``target`` (delayed acceptance only).
+    """
     post = target if target is not None else cheap
     t = post.transform
     P = t.dim
     C = len(chain_ids)
     rngs = [np.random.default_rng(seeds[c]) for c in chain_ids]
     da = mode == "delayed-acceptance"
+    mids = list(intermediate) if da else []
+    M = len(mids)
+    L = M + 2 if da else 1
     mala = kernel == "mala"
     # the first stage: the cheap posterior (DA, surrogate-only) or the target (metropolis)
     first = _Density(cheap if mode != "metropolis" else target, grad=mala)
@@ -301,11 +394,15 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
     z, redraw = _initial_z(post, x0, start_cov, start_scale, chain_ids, rngs)
     z = np.array(z, dtype=float)
     l1, g1 = first(z)
+    lm = [m.log_density(z) for m in mids]   # the intermediate levels at the states
     lp = target.log_density(z) if da else l1
     n_exp = np.zeros(C, dtype=int) if mode == "surrogate-only" else np.ones(C, dtype=int)
     n_cheap = np.ones(C, dtype=int) if mode != "metropolis" else np.zeros(C, dtype=int)
+    n_mid = np.ones((C, M), dtype=int)
     for _ in range(100):  # redraw starts where a model failed
         bad = ~np.isfinite(lp) | ~np.isfinite(l1)
+        for v in lm:
+            bad |= ~np.isfinite(v)
         if not bad.any():
             break
         if redraw is None:
@@ -317,6 +414,9 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         l1[idx] = a
         if g1 is not None:
             g1[idx] = b
+        for j, m in enumerate(mids):
+            lm[j][idx] = m.log_density(z[idx])
+            n_mid[idx, j] += 1
         lp[idx] = target.log_density(z[idx]) if da else a
         n_cheap[idx] += 1 if mode != "metropolis" else 0
         n_exp[idx] += 1 if mode != "surrogate-only" else 0
@@ -340,14 +440,18 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
     out_lp = np.empty((C, n_samples))
     out_acc = np.zeros((C, n_samples), dtype=bool)
     out_s1 = np.zeros((C, n_samples), dtype=bool)
+    out_stages = np.zeros((C, n_samples, L - 1), dtype=bool) if M else None
     counts = {k: np.zeros(C, dtype=int) for k in ("proposals", "stage1", "accepted",
                                                   "proposals_total", "stage1_total",
                                                   "accepted_total")}
+    for k in range(2, L):   # passes of the intermediate stages (stage L: "accepted")
+        counts[f"stage{k}"] = np.zeros(C, dtype=int)
+        counts[f"stage{k}_total"] = np.zeros(C, dtype=int)
     total = burn_in + n_samples * thin
     for it in range(total):
         adapting = it < burn_in
         eps = np.stack([r.standard_normal(P) for r in rngs])
-        logu = np.log(np.stack([r.random(2) for r in rngs]))
+        logu = np.log(np.stack([r.random(max(2, L)) for r in rngs]))
         h = sd * np.exp(log_lam)
         noise = np.sqrt(h)[:, None] * np.einsum("cij,cj->ci", chol, eps)
         if mala:
@@ -372,14 +476,30 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         with np.errstate(invalid="ignore"):
             pass1 = logu[:, 0] < log_a1
         if da:
-            accept = np.zeros(C, dtype=bool)
-            lp_y = np.full(C, -np.inf)
-            if pass1.any():
-                lp_y[pass1] = target.log_density(y[pass1])
-                n_exp[pass1] += 1
-                with np.errstate(invalid="ignore"):
-                    a2 = lp_y[pass1] - lp[pass1] + l1[pass1] - l1_y[pass1]
-                accept[pass1] = logu[pass1, 1] < a2
+            # stages 2 … L: level k is evaluated only where stage k−1 passed
+            passed = [pass1]
+            lm_y = []
+            prev_x, prev_y = l1, l1_y
+            levels = zip([*mids, target], [*lm, lp], strict=True)
+            for k, (dens, lk_x) in enumerate(levels, start=2):
+                alive = passed[-1]
+                lk_y = np.full(C, -np.inf)
+                nxt = np.zeros(C, dtype=bool)
+                if alive.any():
+                    lk_y[alive] = dens.log_density(y[alive])
+                    if k < L:
+                        n_mid[alive, k - 2] += 1
+                    else:
+                        n_exp[alive] += 1
+                    with np.errstate(invalid="ignore"):
+                        a = _stage_log_ratio(k, lk_y[alive], lk_x[alive], prev_x[alive],
+                                             prev_y[alive])
+                    nxt[alive] = logu[alive, k - 1] < a
+                passed.append(nxt)
+                if k < L:
+                    lm_y.append(lk_y)
+                prev_x, prev_y = lk_x, lk_y
+            accept, lp_y = passed[-1], lk_y
         else:
             accept, lp_y = pass1, l1_y
         # a proposal equal to the current state is not a move (a collapsed proposal would
@@ -388,11 +508,14 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         z = np.where(accept[:, None], y, z)
         lp = np.where(accept, lp_y, lp)
         l1 = np.where(accept, l1_y, l1)
+        lm = [np.where(accept, vy, vx) for vy, vx in zip(lm_y, lm, strict=True)] if M else lm
         if mala:
             g1 = np.where(accept[:, None], g1_y, g1)
         counts["proposals_total"] += 1
         counts["stage1_total"] += pass1
         counts["accepted_total"] += accept
+        for k in range(2, L):
+            counts[f"stage{k}_total"] += passed[k - 1]
         if adapting:
             if adapt != "none":
                 gamma = (it + 1) ** -0.6
@@ -416,19 +539,25 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
             counts["proposals"] += 1
             counts["stage1"] += pass1
             counts["accepted"] += accept
+            for j in range(2, L):
+                counts[f"stage{j}"] += passed[j - 1]
             if k % thin == thin - 1:
                 out_z[:, k // thin] = z
                 out_lp[:, k // thin] = lp
                 out_acc[:, k // thin] = accept
                 out_s1[:, k // thin] = pass1
+                if M:
+                    out_stages[:, k // thin] = np.stack(passed[:-1], axis=1)
     lam = np.exp(log_lam)
     prop_cov = sd * lam[:, None, None] * sigma
     counts["n_cheap"] = n_cheap
     counts["n_expensive"] = n_exp
     counts["rank_fallbacks"] = rank_fallbacks
+    if M:
+        counts["n_intermediate"] = n_mid
     return {"ids": list(chain_ids), "samples": t.from_z(out_z), "z": out_z,
             "log_density": out_lp, "accepted": out_acc, "stage1": out_s1,
-            "counts": counts, "proposal_cov": prop_cov}
+            "stages": out_stages, "counts": counts, "proposal_cov": prop_cov}
 
 
 def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
@@ -437,7 +566,7 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
            start_scale: float = 2.0, thin: int = 1, adapt_every: int = 25,
            target_accept: float | None = None, adapt: str = "covariance",
            shrinkage: float | None = None, kernel: str = "rw",
-           comm=None) -> MCMCResult | None:
+           intermediate: Sequence[Posterior] = (), comm=None) -> MCMCResult | None:
     """Sample a posterior by (delayed-acceptance) adaptive Metropolis or MALA.
 
     Args:
@@ -468,8 +597,12 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         kernel: ``"rw"`` (random walk) or ``"mala"`` (preconditioned Langevin proposal from
             the gradient of the first-stage density: the cheap posterior, or the target in
             metropolis mode; it must be differentiable).
+        intermediate: levels between ``cheap`` and ``posterior`` for multi-level delayed
+            acceptance, cheapest first (e.g. ``[coarse_fem_posterior]``): same parameters,
+            data and prior. Each screens the proposals that passed the level below it.
         comm: an mpi4py communicator to spread chains over ranks (result on rank 0 only).
     """
+    intermediate = list(intermediate)
     if mode is None:
         mode = ("delayed-acceptance" if posterior is not None and cheap is not None else
                 "surrogate-only" if cheap is not None else "metropolis")
@@ -481,6 +614,8 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         raise InferenceError("surrogate-only mode needs the cheap posterior")
     if mode == "metropolis" and posterior is None:
         raise InferenceError("metropolis mode needs the posterior")
+    if intermediate and mode != "delayed-acceptance":
+        raise InferenceError(f"intermediate levels need mode 'delayed-acceptance', not {mode!r}")
     if adapt not in ADAPT:
         raise InferenceError(f"MCMC adapt must be one of {ADAPT}, got {adapt!r}")
     if kernel not in KERNELS:
@@ -493,6 +628,13 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
     ref = cheap if mode == "surrogate-only" else posterior
     if mode == "delayed-acceptance" and cheap.names != posterior.names:
         raise InferenceError("the cheap and the exact posterior have different parameters")
+    for k, m in enumerate(intermediate, start=2):
+        if not isinstance(m, Posterior):
+            raise InferenceError(f"intermediate level {k}: expected a Posterior, got "
+                                 f"{type(m).__name__}")
+        if m.names != posterior.names:
+            raise InferenceError(f"intermediate level {k} has parameters {m.names}, the "
+                                 f"target {posterior.names}")
     P = ref.dim
     for what, cov in (("proposal_cov", proposal_cov), ("start_cov", start_cov)):
         if cov is not None:
@@ -512,7 +654,7 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
                            burn_in=burn_in, thin=thin, x0=x0, start_cov=start_cov,
                            start_scale=start_scale, proposal_cov=proposal_cov,
                            adapt_every=adapt_every, target_accept=target_accept, adapt=adapt,
-                           shrinkage=shrinkage, kernel=kernel)
+                           shrinkage=shrinkage, kernel=kernel, intermediate=intermediate)
     parts = [local] if comm is None else comm.gather(local, root=0)
     if rank != 0:
         return None
@@ -532,10 +674,17 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
                     "scale": "global scale only (Σ = Σ₀)", "none": "none"}[adapt]),
                 "over_dispersed_starts": start_cov is not None,
                 "ranks": size, "posterior": ref.describe()}
+    levels = None
+    if intermediate:
+        levels = [cheap.model.name, *(m.model.name for m in intermediate),
+                  posterior.model.name]
+        settings["levels"] = levels
     return MCMCResult(mode=mode, exact=mode != "surrogate-only", names=ref.names,
                       samples=cat(lambda p: p["samples"]),
                       log_density=cat(lambda p: p["log_density"]), counts=counts,
                       burn_in=burn_in, thin=thin, seed=seed,
                       wall_time=time.perf_counter() - t0,
                       proposal_cov=cat(lambda p: p["proposal_cov"]), settings=settings,
-                      accepted=cat(lambda p: p["accepted"]), stage1=cat(lambda p: p["stage1"]))
+                      accepted=cat(lambda p: p["accepted"]), stage1=cat(lambda p: p["stage1"]),
+                      levels=levels,
+                      stages=cat(lambda p: p["stages"]) if intermediate else None)

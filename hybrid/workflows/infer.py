@@ -24,6 +24,15 @@ MAP with its Laplace covariance as the first proposal; stage 1 is the surrogate,
 * ``stage2="fem"``: the FEM itself (the chain targets the FEM posterior exactly);
 * ``stage2="none"``: surrogate-only sampling, the fast mode, labelled *not exact*.
 
+With ``coarse_case`` (``--coarse CASE_COARSE.toml``, only with ``stage2="fem"``) a second
+:class:`~hybrid.fem.model.FEMModel` on that case (typically the same case with fewer cells or
+a larger dt) is a middle level: multi-level delayed acceptance, surrogate → coarse FEM →
+fine FEM (:mod:`hybrid.inference.mcmc`), still exact for the fine FEM posterior. The coarse
+case must have the same parameters (names, bounds, scaling) and observation names; its
+solves are not committed to the store (they are not the case's snapshots). The summary's
+``mcmc.levels`` gives each level's evaluations, stage acceptance and evaluations per
+effective sample; ``coarse`` the coarse solves and time.
+
 Chains run on the MPI ranks (each rank with its own FEM on COMM_SELF). Every FEM solve is
 committed to the store (adaptive enrichment) in a sample range of its own per rank.
 
@@ -72,6 +81,9 @@ class InferenceOptions:
     plots: bool = True
     max_fem: int = 200
     """Budget of FEM solves of the MAP confirmation loop."""
+    coarse_case: str | None = None
+    """MCMC with ``stage2="fem"``: a case file whose FEM is the middle level (multi-level
+    delayed acceptance)."""
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -93,6 +105,40 @@ class InferenceOptions:
             raise HybridError("--burn-in must be >= 0")
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise HybridError(f"--tol must be a positive number, got {self.tol}")
+        if self.coarse_case is not None and (self.method != "mcmc" or self.stage2 != "fem"):
+            raise HybridError("--coarse needs --method mcmc --stage2 fem (the coarse FEM "
+                              f"screens for the fine one), got --method {self.method} "
+                              f"--stage2 {self.stage2}")
+
+
+def load_coarse_case(path, case):
+    """The coarse level's case, checked against the fine ``case``.
+
+    Refused, in one line naming the file and what differs, unless the parameters (names,
+    bounds, scaling) and the observation names are those of ``case``.
+    """
+    from hybrid.core.case import load_case
+
+    coarse = load_case(path)
+    fine_p, coarse_p = case.parameters.to_dict(), coarse.parameters.to_dict()
+    if [p["name"] for p in coarse_p] != [p["name"] for p in fine_p]:
+        raise HybridError(f"{coarse.path}: the coarse case's parameters "
+                          f"{[p['name'] for p in coarse_p]} are not those of {case.path} "
+                          f"{[p['name'] for p in fine_p]}")
+    for a, b in zip(coarse_p, fine_p, strict=True):
+        if a != b:
+            raise HybridError(f"{coarse.path}: parameter {a['name']!r} is [{a['lower']}, "
+                              f"{a['upper']}]{' log' if a['log'] else ''} in the coarse case, "
+                              f"[{b['lower']}, {b['upper']}]{' log' if b['log'] else ''} in "
+                              f"{case.path}")
+    fine_o, coarse_o = case.observations.data_names(), coarse.observations.data_names()
+    if coarse_o != fine_o:
+        diff = sorted(set(fine_o) ^ set(coarse_o))
+        what = (f"differ from those of {case.path} ({len(coarse_o)} vs {len(fine_o)}; "
+                f"in one only: {', '.join(diff[:4])}{', …' if len(diff) > 4 else ''})" if diff
+                else f"are those of {case.path} in another order")
+        raise HybridError(f"{coarse.path}: the coarse case's observation names {what}")
+    return coarse
 
 
 def _summary_mu(names, mu) -> dict:
@@ -135,6 +181,8 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     rank = comm.rank
     t_start = time.perf_counter()
     case = case if isinstance(case, Case) else load_case(case)
+    coarse_case = (load_coarse_case(opt.coarse_case, case) if opt.coarse_case is not None
+                   else None)
     sur = surrogate if isinstance(surrogate, Surrogate) else Surrogate.load(surrogate)
     sur.check_case(case)
     if not sur.observation_names:
@@ -165,7 +213,9 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
 
     space = case.parameters
     cheap = Posterior(surrogate_model(sur), obs, space, opt.prior)
-    summary: dict = {"case": case.name, "method": opt.method, "options": asdict(opt),
+    options = asdict(opt) | {"coarse_case": None if opt.coarse_case is None else
+                             str(opt.coarse_case)}
+    summary: dict = {"case": case.name, "method": opt.method, "options": options,
                      "parameters": space.names, "observations": list(obs.names),
                      "data": obs.meta, "data_values": obs.values.tolist(),
                      "data_sigma": obs.sigma.tolist(),
@@ -200,8 +250,9 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         fem.close()
         mcmc = None
     else:
-        fem = coupler = None
+        fem = coupler = coarse = None
         stage2 = None
+        intermediate = []
         if opt.stage2 != "none":
             base = None if store is None else _enrichment_base(store, rank)
             keep = store if opt.enrich else None
@@ -209,6 +260,12 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                 fem = FEMModel(case, MPI.COMM_SELF, store=keep, index_base=base,
                                run_id="infer-mcmc")
                 stage2 = cheap.with_model(fem_model(fem, gradients=False))
+                if coarse_case is not None:
+                    coarse = FEMModel(coarse_case, MPI.COMM_SELF)
+                    mid = fem_model(coarse, gradients=False)
+                    mid.name = f"coarse FEM ({coarse_case.path.name})"
+                    stage2.model.name = f"FEM ({case.path.name})"
+                    intermediate = [cheap.with_model(mid)]
             else:
                 from hybrid.workflows.coupler import Coupler
 
@@ -229,13 +286,15 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         mcmc = sample(stage2, cheap, mode="surrogate-only" if stage2 is None else
                       "delayed-acceptance", n_samples=opt.samples, burn_in=opt.burn_in,
                       chains=opt.chains, seed=opt.seed, x0=lap.mu, proposal_cov=lap.cov,
-                      start_cov=lap.cov, kernel=opt.kernel,
+                      start_cov=lap.cov, kernel=opt.kernel, intermediate=intermediate,
                       comm=comm if comm.size > 1 else None)
         committed = (coupler.committed if coupler is not None else
                      fem.committed if fem is not None else [])
         parts = comm.gather({"fem_solves": fem.n_solves if fem else 0,
                              "fem_time_s": fem.time if fem else 0.0,
                              "committed": len(committed),
+                             "coarse_solves": coarse.n_solves if coarse else 0,
+                             "coarse_time_s": coarse.time if coarse else 0.0,
                              "coupler": coupler.report() if coupler else None}, root=0)
         estimate = None
         if rank == 0:
@@ -244,6 +303,9 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                                 "certified within tol noise std)",
                      "fem": "delayed acceptance, stage 2 = FEM (exact FEM posterior)",
                      "none": "surrogate only: NOT the FEM posterior (fast mode)"}[opt.stage2]
+            if coarse is not None:
+                label = (f"multi-level delayed acceptance, surrogate -> coarse FEM "
+                         f"({coarse_case.path.name}) -> FEM (exact FEM posterior)")
             if opt.stage2 == "coupler" and case.coupler.trust == "indicator":
                 label = ("delayed acceptance, stage 2 = coupler (FEM, or the surrogate "
                          "accepted on the opted-in residual indicator: NOT certified)")
@@ -259,9 +321,16 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                               "committed": sum(p["committed"] for p in parts)}
             if coupler is not None:
                 summary["coupler"] = [p["coupler"] for p in parts]
+            if coarse is not None:
+                summary["coarse"] = {"case": str(coarse_case.path), "name": coarse_case.name,
+                                     "solves": sum(p["coarse_solves"] for p in parts),
+                                     "time_s": sum(p["coarse_time_s"] for p in parts),
+                                     "committed": 0}
         estimate = comm.bcast(estimate, root=0)
         if fem is not None:
             fem.close()
+        if coarse is not None:
+            coarse.close()
 
     if out is not None and opt.field:
         from hybrid.workflows.solve import solve_one
@@ -396,6 +465,11 @@ def print_summary(summary: dict) -> str:
         d = summary["mcmc"]
         lines.append(f"  {d['chains']} chains x {d['draws_per_chain']} draws, max R-hat "
                      f"{d['max_rhat']:.3f}, min ESS {d['min_ess']:.0f}")
+        for lv in d.get("levels", []):
+            per, rate = lv["per_effective_sample"], lv["stage_acceptance"]
+            lines.append(f"  level {lv['level']} {lv['model']}: {lv['evaluations']} "
+                         f"evaluations" + (f", {per:.3g} per effective sample" if per else "")
+                         + (f", stage acceptance {rate:.2f}" if rate is not None else ""))
         for w in d.get("warnings", []):
             lines.append(f"  WARNING: {w}")
     lines.append(f"  FEM solves {summary['fem']['solves']}, wall time "
