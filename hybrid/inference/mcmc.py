@@ -40,6 +40,18 @@ Modes (``sample(..., mode=...)``):
   Every level's values at the current state are kept, so a stage costs one evaluation of its
   level at y: level-k evaluations = stage-(k−1) passes (+ one per chain at the start). With
   two levels this is the two-stage algorithm above, draw for draw (the same random numbers).
+
+  **Subchains** (``subchain=n > 1``, random-walk kernel; Lykkegaard et al., "Multilevel
+  delayed acceptance MCMC", SIAM/ASA JUQ 2023): the proposal handed to level 2 is the end
+  of n random-walk Metropolis steps on π₁ from x, and it passes stage 1 when the subchain
+  moved. The n-step kernel K₁ⁿ is reversible for π₁ (a power of a π₁-reversible kernel is:
+  π₁(x)K₁²(x, y) = ∫ π₁(x)K₁(x, s)K₁(s, y) ds = ∫ K₁(s, x)π₁(s)K₁(s, y) ds
+  = ∫ K₁(s, x)K₁(y, s) ds · π₁(y) = π₁(y)K₁²(y, x), and so on), so the induction above holds
+  unchanged with K₁ⁿ in place of K₁: the chain is still exact for π_L. The point: with a
+  cheap π₁ close to π_L, a long subchain makes the proposal nearly an independent draw from
+  π₁, which the upper levels accept with probability ≈ 1 — each expensive evaluation then
+  buys nearly one independent sample instead of one random-walk step. The step size adapts
+  (burn-in only) to the subchain's own acceptance rate; cheap evaluations = n per iteration.
 * ``"surrogate-only"`` (fast, **not exact**): adaptive Metropolis on π* alone; the result is
   labelled ``exact = False`` and samples the surrogate's posterior, bias included.
 * ``"metropolis"`` (exact, expensive): adaptive Metropolis on π alone, for reference.
@@ -357,6 +369,31 @@ def _stage_log_ratio(stage: int, lk_y, lk_x, lprev_x, lprev_y):
     return lk_y - lk_x + lprev_x - lprev_y
 
 
+def _subchain(first, z, l1, noise0, chol, h, rngs, n):
+    """Run n random-walk Metropolis steps on the first-stage density from z (all chains).
+
+    The first step uses the iteration's own increment ``noise0``; the next draw theirs from
+    the chains' generators. Returns (end state, its log density, acceptance rate per chain).
+    """
+    zc, lc = z.copy(), l1.copy()
+    acc = np.zeros(z.shape[0])
+    for j in range(n):
+        if j == 0:
+            step = noise0
+        else:
+            eps = np.stack([r.standard_normal(z.shape[1]) for r in rngs])
+            step = np.sqrt(h)[:, None] * np.einsum("cij,cj->ci", chol, eps)
+        yj = zc + step
+        lj, _ = first(yj)
+        logu = np.log(np.array([r.random() for r in rngs]))
+        with np.errstate(invalid="ignore"):
+            a = (logu < lj - lc) & np.isfinite(lj)
+        zc = np.where(a[:, None], yj, zc)
+        lc = np.where(a, lj, lc)
+        acc += a
+    return zc, lc, acc / n
+
+
 def _mala_drift(z, g, sigma, h):
     """Mean of the preconditioned Langevin proposal: z + (h/2) Σ ∇log π(z)."""
     return z + 0.5 * h[:, None] * np.einsum("cij,cj->ci", sigma, g)
@@ -371,10 +408,11 @@ def _log_q(y, mean, chol, h):
 def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids: list[int],
                seeds: list[np.random.SeedSequence], *, n_samples, burn_in, thin, x0,
                start_cov, start_scale, proposal_cov, adapt_every, target_accept, adapt,
-               shrinkage, kernel, intermediate=()):
+               shrinkage, kernel, intermediate=(), subchain=1):
     """Run the chains ``chain_ids`` in lockstep on this process; return per-chain arrays.
 
     ``intermediate``: the levels between ``cheap`` and ``target`` (delayed acceptance only).
+    ``subchain``: random-walk steps on the first stage per proposal to the second.
     """
     post = target if target is not None else cheap
     t = post.transform
@@ -454,18 +492,25 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         logu = np.log(np.stack([r.random(max(2, L)) for r in rngs]))
         h = sd * np.exp(log_lam)
         noise = np.sqrt(h)[:, None] * np.einsum("cij,cj->ci", chol, eps)
-        if mala:
+        if subchain > 1:   # a random-walk subchain on π₁ from z; its end is the proposal
+            y, l1_y, sub_rate = _subchain(first, z, l1, noise, chol, h, rngs, subchain)
+            g1_y = None
+            n_cheap += subchain
+        elif mala:
             mean_y = _mala_drift(z, g1, sigma, h)
             y = mean_y + noise
         else:
             y = z + noise
-        l1_y, g1_y = first(y)
-        if mode == "metropolis":
-            n_exp += 1
-        else:
-            n_cheap += 1
+        if subchain == 1:
+            l1_y, g1_y = first(y)
+            if mode == "metropolis":
+                n_exp += 1
+            else:
+                n_cheap += 1
         log_a1 = l1_y - l1
-        if mala:
+        if subchain > 1:   # stage 1 is the subchain itself: it passes when it moved
+            log_a1 = np.where(np.any(y != z, axis=1), np.inf, -np.inf)
+        elif mala:
             fin = np.isfinite(l1_y)
             corr = np.full(C, -np.inf)
             if fin.any():
@@ -519,7 +564,8 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         if adapting:
             if adapt != "none":
                 gamma = (it + 1) ** -0.6
-                log_lam += gamma * (accept.astype(float) - target_accept)
+                rate = accept.astype(float) if subchain == 1 else sub_rate
+                log_lam += gamma * (rate - target_accept)
             if adapt == "covariance" and it >= acc_start:
                 w_n += 1
                 delta = z - w_mean
@@ -566,7 +612,8 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
            start_scale: float = 2.0, thin: int = 1, adapt_every: int = 25,
            target_accept: float | None = None, adapt: str = "covariance",
            shrinkage: float | None = None, kernel: str = "rw",
-           intermediate: Sequence[Posterior] = (), comm=None) -> MCMCResult | None:
+           intermediate: Sequence[Posterior] = (), subchain: int = 1,
+           comm=None) -> MCMCResult | None:
     """Sample a posterior by (delayed-acceptance) adaptive Metropolis or MALA.
 
     Args:
@@ -600,6 +647,9 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         intermediate: levels between ``cheap`` and ``posterior`` for multi-level delayed
             acceptance, cheapest first (e.g. ``[coarse_fem_posterior]``): same parameters,
             data and prior. Each screens the proposals that passed the level below it.
+        subchain: delayed acceptance only: the proposal to the second level is the end of
+            ``subchain`` random-walk Metropolis steps on the cheap posterior (module
+            docstring, "Subchains"); 1 (default) is the one-step first stage.
         comm: an mpi4py communicator to spread chains over ranks (result on rank 0 only).
     """
     intermediate = list(intermediate)
@@ -614,6 +664,11 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
         raise InferenceError("surrogate-only mode needs the cheap posterior")
     if mode == "metropolis" and posterior is None:
         raise InferenceError("metropolis mode needs the posterior")
+    if not (isinstance(subchain, int | np.integer) and subchain >= 1):
+        raise InferenceError(f"MCMC: subchain must be an integer >= 1, got {subchain!r}")
+    if subchain > 1 and (mode != "delayed-acceptance" or kernel != "rw"):
+        raise InferenceError("MCMC: a subchain is the first stage of delayed acceptance "
+                             "with the random-walk kernel (kernel='rw')")
     if intermediate and mode != "delayed-acceptance":
         raise InferenceError(f"intermediate levels need mode 'delayed-acceptance', not {mode!r}")
     if adapt not in ADAPT:
@@ -654,7 +709,8 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
                            burn_in=burn_in, thin=thin, x0=x0, start_cov=start_cov,
                            start_scale=start_scale, proposal_cov=proposal_cov,
                            adapt_every=adapt_every, target_accept=target_accept, adapt=adapt,
-                           shrinkage=shrinkage, kernel=kernel, intermediate=intermediate)
+                           shrinkage=shrinkage, kernel=kernel, intermediate=intermediate,
+                           subchain=int(subchain))
     parts = [local] if comm is None else comm.gather(local, root=0)
     if rank != 0:
         return None
@@ -673,6 +729,7 @@ def sample(posterior: Posterior | None, cheap: Posterior | None = None, *,
                     "covariance": "global scale + empirical covariance shrunk toward Σ₀",
                     "scale": "global scale only (Σ = Σ₀)", "none": "none"}[adapt]),
                 "over_dispersed_starts": start_cov is not None,
+                **({"subchain": int(subchain)} if subchain > 1 else {}),
                 "ranks": size, "posterior": ref.describe()}
     levels = None
     if intermediate:
