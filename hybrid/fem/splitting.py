@@ -64,9 +64,11 @@ M + θΔtK at Δt = 0.1 ms is mass-dominated (θΔt D/h² ≈ 0.4 on the 2-D sla
 so a diagonal preconditioner needs few iterations from the warm start, and on a few ranks a
 step costs mostly synchronisations (each CG iteration one halo exchange, two reductions; the
 natural norm rᵀz saves the third). On the 40 401-DOF slab, 3000 steps, 2 ranks, the
-compiled ionic kernel: CG + GAMG rtol 1e-10 (the former default) 37 ms/step, 6.8
-iterations; CG + SOR rtol 1e-8 8.8 ms/step, 5.1; CG + Jacobi rtol 1e-10 6.8 ms/step, 9.8;
-rtol 1e-8 4.3 ms/step, 6.5; rtol 1e-6 3.0 ms/step, 3.3 (same loaded machine, one pass).
+compiled ionic kernel, wall of the whole solve: CG + GAMG rtol 1e-10 (the former default)
+142 s, 47 ms/step, 6.8 iterations; CG + SOR rtol 1e-8 25 s, 8.1 ms/step, 5.1; CG + Jacobi
+rtol 1e-10 18 s, 6.0 ms/step, 9.8; rtol 1e-8 13 s, 4.3 ms/step, 6.5; rtol 1e-6 8.0 s,
+2.6 ms/step, 3.3 (a shared 2-core machine under load, one pass each; an earlier pass gave
+the same order: 111 / 27 / 21 / 13 / 9 s).
 Activation times against CG + Jacobi at rtol 1e-12: GAMG 1e-10 2.3e-7 ms, Jacobi 1e-10
 2.3e-7 ms, 1e-8 4.3e-5 ms, 1e-6 7.4e-3 ms (and one DOF's activation within t_end flips):
 rtol 1e-8 changes them by < 1e-3 of a step, far below the discretisation error. Jacobi
