@@ -117,10 +117,10 @@ def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: st
     for k in range(substeps):
         s = t + k * h
         if scheme == "fe":
-            dv, dw = rhs(s, v, w)
+            dv, dw = _own(rhs(s, v, w), v, w)
             v, w = _axpy(h, dv, v), _axpy(h, dw, w)
         elif scheme == "rk2":
-            dv1, dw1 = rhs(s, v, w)
+            dv1, dw1 = _own(rhs(s, v, w), v, w)
             dv2, dw2 = rhs(s + h, v + h * dv1, w + h * dw1)
             dv1 += dv2
             dw1 += dw2
@@ -133,6 +133,23 @@ def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: st
             v = v + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
             w = w + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
     return v, w
+
+
+def _own(pair, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (dv, dw) as arrays this integrator may overwrite.
+
+    Copies where a right-hand side returned (a view of) its input, a scalar or a
+    broadcastable shape (the contract asks for new arrays of the shapes of v and w).
+    """
+    out = []
+    for x, ref in zip(pair, (v, w), strict=True):
+        x = np.asarray(x, dtype=float)
+        if x.shape != ref.shape:
+            x = np.array(np.broadcast_to(x, ref.shape))
+        elif np.may_share_memory(x, v) or np.may_share_memory(x, w):
+            x = x.copy()
+        out.append(x)
+    return out[0], out[1]
 
 
 def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:
