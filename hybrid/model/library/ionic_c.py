@@ -117,7 +117,7 @@ def library() -> ctypes.CDLL:
                                  f"{cc!r} ({last}); use ionic_kernel = 'numpy'")
             os.replace(out, so)
     lib = ctypes.CDLL(str(so))
-    dp = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+    dp = ctypes.c_void_p     # data pointers, checked in aliev_panfilov_step (cheaper)
     d = ctypes.c_double
     lib.ap_step.argtypes = [ctypes.c_long, dp, dp, dp, d, d, ctypes.c_int, ctypes.c_int,
                             d, d, d, d, d, d, d, d]
@@ -136,15 +136,20 @@ def aliev_panfilov_step(stim: np.ndarray, t_on: float, t_off: float, k_of, a_of,
     """
     lib = library()
     stim = np.ascontiguousarray(stim, dtype=np.float64)
+    stim_ptr = stim.ctypes.data      # ``stim`` lives as long as this closure
     iT = 1.0 / time_scale
 
     def step(t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: str,
              substeps: int):
         if scheme not in ("fe", "rk2"):
             return None
-        lib.ap_step(v.size, v, w[0], stim, float(t), float(tau), int(substeps),
-                    int(scheme == "rk2"), float(t_on), float(t_off), float(k_of()),
-                    float(a_of()), e0, m1, m2, iT)
+        r = w[0]
+        for x in (v, r):
+            if x.dtype != np.float64 or not x.flags.c_contiguous or x.size != stim.size:
+                raise ModelError("the compiled ionic step needs contiguous float64 v, w of "
+                                 f"{stim.size} DOFs")
+        lib.ap_step(v.size, v.ctypes.data, r.ctypes.data, stim_ptr, t, tau, substeps,
+                    scheme == "rk2", t_on, t_off, k_of(), a_of(), e0, m1, m2, iT)
         return v, w
 
     return step
