@@ -9,7 +9,8 @@ loop over the DOFs instead of ≈ 100 array passes per step:
 advanced by forward Euler or Heun (RK2) substeps of h = τ/m, the stimulus s(t) = s_i on
 [t_on, t_off) evaluated at each stage time as the numpy path does (results agree to
 round-off: tests/test_monodomain_ionic.py). The C source is compiled once per machine into
-a cache directory (``$HYBRID_CACHE`` or ``~/.cache/hybrid``), keyed by its sha256, with the
+a cache directory (``$HYBRID_CACHE`` or ``~/.cache/hybrid``; the temporary directory if that
+cannot be made), keyed by its sha256, with the
 C compiler that DOLFINx's own JIT needs (``$CC``, default ``cc``), with ``-O3 -march=native``
 (falling back to ``-O3``); the key includes the CPU's flags, so a shared cache serves
 different machines. Ranks that compile at the same time each write a private file and
@@ -98,7 +99,11 @@ def library() -> ctypes.CDLL:
     digest = hashlib.sha256("\n".join((SOURCE, cc, _cpu())).encode()).hexdigest()[:16]
     so = _cache_dir() / f"aliev_panfilov_{digest}.so"
     if not so.is_file():
-        so.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            so.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:   # e.g. a read-only home: the system's temporary directory
+            so = Path(tempfile.gettempdir()) / f"hybrid-{os.getuid()}" / so.name
+            so.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
             src = Path(tmp) / "ap.c"
             src.write_text(SOURCE)
