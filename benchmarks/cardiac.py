@@ -243,7 +243,8 @@ def _write(update: dict) -> None:
     if MPI.COMM_WORLD.rank != 0:
         return
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data.pop("slab_big", None)   # the former serial 2-D figure, superseded by slab_2d
+    for old in ("slab_big", "ranks"):   # the former serial 2-D figure and its rank count
+        data.pop(old, None)
     data |= update
     data["machine"] = platform.node()
     RESULTS.write_text(json.dumps(data, indent=1))

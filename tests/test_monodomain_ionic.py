@@ -198,3 +198,17 @@ def test_compiled_kernel_run_equals_numpy_run():
         solver.destroy()
     assert np.isfinite(pbs[0].activation).sum() > 40
     np.testing.assert_allclose(pbs[1].activation, pbs[0].activation, rtol=0, atol=1e-9)
+
+
+def test_compiled_kernel_without_a_compiler_is_one_line(tmp_path, monkeypatch):
+    import hybrid.model.library.ionic_c as ic
+    from hybrid.errors import ModelError
+
+    monkeypatch.setattr(ic, "_LIB", None)
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(ModelError, match=r"ionic_kernel = 'c': cannot compile .* use "
+                                         r"ionic_kernel = 'numpy'") as err:
+        ic.library()
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "ionic").glob("*.so"))

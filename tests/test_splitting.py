@@ -120,3 +120,22 @@ def test_blow_up_is_reported_with_the_step():
     with pytest.raises(SolveFailed, match=r"step \d+ \(t = .*\): v is not finite"):
         with np.errstate(over="ignore", invalid="ignore"):
             SplittingSolver(pb, "godunov", ode="fe", petsc_options=LU).run()
+
+
+@pytest.mark.parametrize("scheme", ["fe", "rk2"])
+def test_a_rhs_that_returns_its_input_is_not_corrupted(scheme):
+    """dw/dt = w written as ``return ..., w``: the in-place combinations must not touch w."""
+    v, w = np.ones(4), np.full((1, 4), 2.0)
+    got = ode_step(lambda t, v, w: (-v, w), 0.0, 0.1, v, w, scheme, 3)
+    want = ode_step(lambda t, v, w: (-v, w.copy()), 0.0, 0.1, v, w, scheme, 3)
+    np.testing.assert_array_equal(w, 2.0)
+    np.testing.assert_array_equal(v, 1.0)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-15)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-15)
+
+
+def test_a_rhs_may_return_a_scalar_rate():
+    v, w = np.zeros(3), np.zeros((1, 3))
+    got = ode_step(lambda t, v, w: (1.0, 0.0), 0.0, 0.5, v, w, "rk2", 2)
+    np.testing.assert_allclose(got[0], 0.5, rtol=1e-15)
+    np.testing.assert_array_equal(got[1], 0.0)

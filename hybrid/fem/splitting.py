@@ -64,9 +64,11 @@ M + θΔtK at Δt = 0.1 ms is mass-dominated (θΔt D/h² ≈ 0.4 on the 2-D sla
 so a diagonal preconditioner needs few iterations from the warm start, and on a few ranks a
 step costs mostly synchronisations (each CG iteration one halo exchange, two reductions; the
 natural norm rᵀz saves the third). On the 40 401-DOF slab, 3000 steps, 2 ranks, the
-compiled ionic kernel: CG + GAMG rtol 1e-10 (the former default) 37 ms/step, 6.8
-iterations; CG + SOR rtol 1e-8 8.8 ms/step, 5.1; CG + Jacobi rtol 1e-10 6.8 ms/step, 9.8;
-rtol 1e-8 4.3 ms/step, 6.5; rtol 1e-6 3.0 ms/step, 3.3 (same loaded machine, one pass).
+compiled ionic kernel, wall of the whole solve: CG + GAMG rtol 1e-10 (the former default)
+142 s, 47 ms/step, 6.8 iterations; CG + SOR rtol 1e-8 25 s, 8.1 ms/step, 5.1; CG + Jacobi
+rtol 1e-10 18 s, 6.0 ms/step, 9.8; rtol 1e-8 13 s, 4.3 ms/step, 6.5; rtol 1e-6 8.0 s,
+2.6 ms/step, 3.3 (a shared 2-core machine under load, one pass each; an earlier pass gave
+the same order: 111 / 27 / 21 / 13 / 9 s).
 Activation times against CG + Jacobi at rtol 1e-12: GAMG 1e-10 2.3e-7 ms, Jacobi 1e-10
 2.3e-7 ms, 1e-8 4.3e-5 ms, 1e-6 7.4e-3 ms (and one DOF's activation within t_end flips):
 rtol 1e-8 changes them by < 1e-3 of a step, far below the discretisation error. Jacobi
@@ -115,10 +117,10 @@ def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: st
     for k in range(substeps):
         s = t + k * h
         if scheme == "fe":
-            dv, dw = rhs(s, v, w)
+            dv, dw = _own(rhs(s, v, w), v, w)
             v, w = _axpy(h, dv, v), _axpy(h, dw, w)
         elif scheme == "rk2":
-            dv1, dw1 = rhs(s, v, w)
+            dv1, dw1 = _own(rhs(s, v, w), v, w)
             dv2, dw2 = rhs(s + h, v + h * dv1, w + h * dw1)
             dv1 += dv2
             dw1 += dw2
@@ -131,6 +133,23 @@ def ode_step(rhs, t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: st
             v = v + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
             w = w + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
     return v, w
+
+
+def _own(pair, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (dv, dw) as arrays this integrator may overwrite.
+
+    Copies where a right-hand side returned (a view of) its input, a scalar or a
+    broadcastable shape (the contract asks for new arrays of the shapes of v and w).
+    """
+    out = []
+    for x, ref in zip(pair, (v, w), strict=True):
+        x = np.asarray(x, dtype=float)
+        if x.shape != ref.shape:
+            x = np.array(np.broadcast_to(x, ref.shape))
+        elif np.may_share_memory(x, v) or np.may_share_memory(x, w):
+            x = x.copy()
+        out.append(x)
+    return out[0], out[1]
 
 
 def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> np.ndarray:

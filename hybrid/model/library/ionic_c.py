@@ -9,7 +9,8 @@ loop over the DOFs instead of ≈ 100 array passes per step:
 advanced by forward Euler or Heun (RK2) substeps of h = τ/m, the stimulus s(t) = s_i on
 [t_on, t_off) evaluated at each stage time as the numpy path does (results agree to
 round-off: tests/test_monodomain_ionic.py). The C source is compiled once per machine into
-a cache directory (``$HYBRID_CACHE`` or ``~/.cache/hybrid``), keyed by its sha256, with the
+a cache directory (``$HYBRID_CACHE`` or ``~/.cache/hybrid``; the temporary directory if that
+cannot be made), keyed by its sha256, with the
 C compiler that DOLFINx's own JIT needs (``$CC``, default ``cc``), with ``-O3 -march=native``
 (falling back to ``-O3``); the key includes the CPU's flags, so a shared cache serves
 different machines. Ranks that compile at the same time each write a private file and
@@ -98,7 +99,11 @@ def library() -> ctypes.CDLL:
     digest = hashlib.sha256("\n".join((SOURCE, cc, _cpu())).encode()).hexdigest()[:16]
     so = _cache_dir() / f"aliev_panfilov_{digest}.so"
     if not so.is_file():
-        so.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            so.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:   # e.g. a read-only home: the system's temporary directory
+            so = Path(tempfile.gettempdir()) / f"hybrid-{os.getuid()}" / so.name
+            so.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
             src = Path(tmp) / "ap.c"
             src.write_text(SOURCE)
@@ -117,7 +122,7 @@ def library() -> ctypes.CDLL:
                                  f"{cc!r} ({last}); use ionic_kernel = 'numpy'")
             os.replace(out, so)
     lib = ctypes.CDLL(str(so))
-    dp = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+    dp = ctypes.c_void_p     # data pointers, checked in aliev_panfilov_step (cheaper)
     d = ctypes.c_double
     lib.ap_step.argtypes = [ctypes.c_long, dp, dp, dp, d, d, ctypes.c_int, ctypes.c_int,
                             d, d, d, d, d, d, d, d]
@@ -136,15 +141,20 @@ def aliev_panfilov_step(stim: np.ndarray, t_on: float, t_off: float, k_of, a_of,
     """
     lib = library()
     stim = np.ascontiguousarray(stim, dtype=np.float64)
+    stim_ptr = stim.ctypes.data      # ``stim`` lives as long as this closure
     iT = 1.0 / time_scale
 
     def step(t: float, tau: float, v: np.ndarray, w: np.ndarray, scheme: str,
              substeps: int):
         if scheme not in ("fe", "rk2"):
             return None
-        lib.ap_step(v.size, v, w[0], stim, float(t), float(tau), int(substeps),
-                    int(scheme == "rk2"), float(t_on), float(t_off), float(k_of()),
-                    float(a_of()), e0, m1, m2, iT)
+        r = w[0]
+        for x in (v, r):
+            if x.dtype != np.float64 or not x.flags.c_contiguous or x.size != stim.size:
+                raise ModelError("the compiled ionic step needs contiguous float64 v, w of "
+                                 f"{stim.size} DOFs")
+        lib.ap_step(v.size, v.ctypes.data, r.ctypes.data, stim_ptr, t, tau, substeps,
+                    scheme == "rk2", t_on, t_off, k_of(), a_of(), e0, m1, m2, iT)
         return v, w
 
     return step
