@@ -85,6 +85,12 @@ def infer_command(
     coarse: Annotated[Path | None, typer.Option(
         help="MCMC with --stage2 fem: a coarse case file (same parameters and observations) "
              "whose FEM screens between the surrogate and the fine FEM (exact)")] = None,
+    coarse_pairs: Annotated[int, typer.Option(
+        help="with --coarse: store samples at which the coarse FEM's error is estimated "
+             "(its likelihood shifted and widened by it; 0: none)")] = 16,
+    subchain: Annotated[int, typer.Option(
+        help="MCMC with --kernel rw: surrogate random-walk steps per proposal to the FEM "
+             "levels (exact; 1: one step)")] = 1,
 ) -> None:
     """Estimate parameters from data: FEM-confirmed MAP or delayed-acceptance MCMC."""
     from hybrid.core.outputs import check_target
@@ -94,7 +100,8 @@ def infer_command(
                            burn_in=burn_in, chains=chains, kernel=kernel, starts=starts,
                            seed=seed,
                            max_fem=max_fem, enrich=enrich, field=field, plots=plots,
-                           coarse_case=None if coarse is None else str(coarse))
+                           coarse_case=None if coarse is None else str(coarse),
+                           coarse_pairs=coarse_pairs, subchain=subchain)
     opt.check()
     check_target(out, kind="dir", force=force)
     summary = run_inference(case, surrogate, data, opt, out=out)

@@ -84,6 +84,14 @@ class InferenceOptions:
     coarse_case: str | None = None
     """MCMC with ``stage2="fem"``: a case file whose FEM is the middle level (multi-level
     delayed acceptance)."""
+    coarse_pairs: int = 16
+    """With ``coarse_case``: store samples at which the coarse FEM is also solved to estimate
+    its approximation error ē, s_e against the fine outputs (:mod:`hybrid.inference.
+    discrepancy`); the coarse level then sees the data shifted by −ē with σ² + s_e². 0: the
+    coarse model as it is."""
+    subchain: int = 1
+    """MCMC delayed acceptance with ``kernel="rw"``: random-walk steps on the surrogate per
+    proposal to the next level (:func:`hybrid.inference.mcmc.sample`); 1: one step."""
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -105,6 +113,15 @@ class InferenceOptions:
             raise HybridError("--burn-in must be >= 0")
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise HybridError(f"--tol must be a positive number, got {self.tol}")
+        if self.coarse_pairs < 0 or self.coarse_pairs == 1:
+            raise HybridError(f"--coarse-pairs must be 0 (no correction) or >= 2, got "
+                              f"{self.coarse_pairs}")
+        if self.subchain < 1:
+            raise HybridError(f"--subchain must be >= 1, got {self.subchain}")
+        if self.subchain > 1 and (self.method != "mcmc" or self.stage2 == "none"
+                                  or self.kernel != "rw"):
+            raise HybridError("--subchain needs --method mcmc with a second stage (--stage2 "
+                              "fem or coupler) and --kernel rw")
         if self.coarse_case is not None and (self.method != "mcmc" or self.stage2 != "fem"):
             raise HybridError("--coarse needs --method mcmc --stage2 fem (the coarse FEM "
                               f"screens for the fine one), got --method {self.method} "
@@ -171,6 +188,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         read_csv,
         sample,
     )
+    from hybrid.inference.discrepancy import corrected_data
     from hybrid.inference.models import fem_model, surrogate_model
     from hybrid.inference.proposal import laplace_proposal
     from hybrid.surrogate import Surrogate
@@ -265,7 +283,14 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                     mid = fem_model(coarse, gradients=False)
                     mid.name = f"coarse FEM ({coarse_case.path.name})"
                     stage2.model.name = f"FEM ({case.path.name})"
-                    intermediate = [cheap.with_model(mid)]
+                    level = cheap.with_model(mid)
+                    if opt.coarse_pairs:
+                        err = _coarse_error(store, coarse, opt.coarse_pairs, comm)
+                        level = level.with_data(corrected_data(obs, err))
+                        summary["coarse_correction"] = err.to_dict() | {
+                            "what": "Bayesian approximation error: data shifted by -mean, "
+                                    "variance std^2 added (hybrid.inference.discrepancy)"}
+                    intermediate = [level]
             else:
                 from hybrid.workflows.coupler import Coupler
 
@@ -287,6 +312,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                       "delayed-acceptance", n_samples=opt.samples, burn_in=opt.burn_in,
                       chains=opt.chains, seed=opt.seed, x0=lap.mu, proposal_cov=lap.cov,
                       start_cov=lap.cov, kernel=opt.kernel, intermediate=intermediate,
+                      subchain=opt.subchain if stage2 is not None else 1,
                       comm=comm if comm.size > 1 else None)
         committed = (coupler.committed if coupler is not None else
                      fem.committed if fem is not None else [])
@@ -346,6 +372,39 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     if out is not None:
         _write_outputs(out, summary, mcmc, opt, cheap_map, space.names, laplace_mu)
     return summary
+
+
+def _coarse_error(store: Path | None, coarse, n: int, comm):
+    """ē, s_e of y_fine − y_coarse at the first ``n`` ok samples of the fine ``store``.
+
+    The fine outputs are the store's observation rows applied to its fields (no fine solve);
+    the coarse FEM (``coarse``, a FEMModel on COMM_SELF) is solved at the same μ on rank 0
+    and the result broadcast, so every rank's chains see one correction.
+    """
+    from hybrid.core.store import SnapshotStore
+    from hybrid.inference.discrepancy import approximation_error
+
+    if store is None:
+        raise HybridError("--coarse-pairs needs the case's store (the fine outputs of its "
+                          "samples); give --coarse-pairs 0 to use the coarse model as it is")
+    err, problem = None, None
+    if comm.rank == 0:
+        try:
+            st = SnapshotStore(store)
+            L = st.static.observation_functionals
+            ok = [s for s in st.samples(field=True) if s.ok][:n]
+            if len(ok) < 2:
+                raise HybridError(f"{store}: {len(ok)} ok sample(s); the coarse correction "
+                                  "needs at least 2")
+            fine = np.array([L @ s.u for s in ok])
+            cheap = np.array([coarse.observe(s.mu) for s in ok])
+            err = approximation_error(fine, cheap)
+        except HybridError as exc:
+            problem = str(exc)
+    problem = comm.bcast(problem, root=0)
+    if problem:
+        raise HybridError(problem)
+    return comm.bcast(err, root=0)
 
 
 def _check_enrichment_store(store: Path, case) -> None:
