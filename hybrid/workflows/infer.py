@@ -285,9 +285,11 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                     stage2.model.name = f"FEM ({case.path.name})"
                     level = cheap.with_model(mid)
                     if opt.coarse_pairs:
+                        n0 = coarse.n_solves
                         err = _coarse_error(store, coarse, opt.coarse_pairs, comm)
                         level = level.with_data(corrected_data(obs, err))
                         summary["coarse_correction"] = err.to_dict() | {
+                            "coarse_solves": comm.bcast(coarse.n_solves - n0, root=0),
                             "what": "Bayesian approximation error: data shifted by -mean, "
                                     "variance std^2 added (hybrid.inference.discrepancy)"}
                     intermediate = [level]
