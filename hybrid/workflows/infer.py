@@ -85,10 +85,10 @@ class InferenceOptions:
     """MCMC with ``stage2="fem"``: a case file whose FEM is the middle level (multi-level
     delayed acceptance)."""
     coarse_pairs: int = 16
-    """With ``coarse_case``: store samples at which the coarse FEM is also solved to estimate
-    its approximation error ē, s_e against the fine outputs (:mod:`hybrid.inference.
-    discrepancy`); the coarse level then sees the data shifted by −ē with σ² + s_e². 0: the
-    coarse model as it is."""
+    """With ``coarse_case``: store samples at which the coarse FEM is also solved to fit its
+    approximation error ê(μ) (linear in μ from P + 3 pairs, else constant) against the fine
+    outputs (:mod:`hybrid.inference.discrepancy`); the coarse level is then y_c + ê with the
+    fit's spread added to the noise variance. 0: the coarse model as it is."""
     subchain: int = 1
     """MCMC delayed acceptance with ``kernel="rw"``: random-walk steps on the surrogate per
     proposal to the next level (:func:`hybrid.inference.mcmc.sample`); 1: one step."""
@@ -188,7 +188,7 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
         read_csv,
         sample,
     )
-    from hybrid.inference.discrepancy import corrected_data
+    from hybrid.inference.discrepancy import corrected_model, inflated_data
     from hybrid.inference.models import fem_model, surrogate_model
     from hybrid.inference.proposal import laplace_proposal
     from hybrid.surrogate import Surrogate
@@ -286,12 +286,15 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
                     level = cheap.with_model(mid)
                     if opt.coarse_pairs:
                         n0 = coarse.n_solves
-                        err = _coarse_error(store, coarse, opt.coarse_pairs, comm)
-                        level = level.with_data(corrected_data(obs, err))
+                        err = _coarse_error(store, coarse, opt.coarse_pairs, space, comm)
+                        level = cheap.with_model(corrected_model(mid, err, mid.name)
+                                                 ).with_data(inflated_data(obs, err))
                         summary["coarse_correction"] = err.to_dict() | {
                             "coarse_solves": comm.bcast(coarse.n_solves - n0, root=0),
-                            "what": "Bayesian approximation error: data shifted by -mean, "
-                                    "variance std^2 added (hybrid.inference.discrepancy)"}
+                            "what": "Bayesian approximation error e = y_fine - y_coarse "
+                                    f"({err.kind} in mu, fitted at store samples) added to "
+                                    "the coarse model, its spread to the noise variance "
+                                    "(hybrid.inference.discrepancy)"}
                     intermediate = [level]
             else:
                 from hybrid.workflows.coupler import Coupler
@@ -376,8 +379,8 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
     return summary
 
 
-def _coarse_error(store: Path | None, coarse, n: int, comm):
-    """ē, s_e of y_fine − y_coarse at the first ``n`` ok samples of the fine ``store``.
+def _coarse_error(store: Path | None, coarse, n: int, space, comm):
+    """The error model of y_fine − y_coarse at the first ``n`` ok samples of ``store``.
 
     The fine outputs are the store's observation rows applied to its fields (no fine solve);
     the coarse FEM (``coarse``, a FEMModel on COMM_SELF) is solved at the same μ on rank 0
@@ -400,7 +403,8 @@ def _coarse_error(store: Path | None, coarse, n: int, comm):
                                   "needs at least 2")
             fine = np.array([L @ s.u for s in ok])
             cheap = np.array([coarse.observe(s.mu) for s in ok])
-            err = approximation_error(fine, cheap)
+            err = approximation_error(fine, cheap, np.array([s.mu for s in ok]),
+                                      space.log_mask)
         except HybridError as exc:
             problem = str(exc)
     problem = comm.bcast(problem, root=0)
