@@ -2,6 +2,9 @@
 #   make demo   set up (if needed), run the thermal-block campaign under mpirun -n 2, train a
 #               surrogate on its store, query it, make synthetic data and infer the parameters
 #               (FEM-confirmed MAP, then delayed-acceptance MCMC with chains on 2 ranks)
+#   make demo-cardiac  the cardiac slab (issue 12): activation-time campaign (mpirun -n 2),
+#               POD-NN ensemble with a conformal band, synthetic electrode data (1 ms), the
+#               FEM-confirmed MAP, then surrogate -> coarse FEM -> fine FEM delayed acceptance
 #   make test   set up (if needed) and run all tests: serial pytest, then the MPI tests on 2 ranks
 #   make mutation [MODULES="parameters pod"]  mutation testing of the core modules with mutmut
 #               (the `dev` extra, installed into the venv if missing; slow, not part of `test`);
@@ -17,7 +20,7 @@ MPIRUN := $(VENV)/bin/mpirun
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup demo test test-serial test-mpi lint bench mutation clean
+.PHONY: setup demo demo-cardiac test test-serial test-mpi lint bench mutation clean
 .DEFAULT_GOAL := demo
 
 setup:
@@ -35,6 +38,21 @@ demo: setup
 	$(MPIRUN) -n 2 $(VENV)/bin/hybrid infer cases/thermal_block.toml \
 	    --surrogate runs/thermal_block/surrogate --data runs/thermal_block/obs.csv \
 	    --method mcmc --chains 4 --samples 2000 --burn-in 500 --out runs/thermal_block/mcmc --force
+
+demo-cardiac: setup
+	$(MPIRUN) -n 2 $(VENV)/bin/hybrid campaign cases/cardiac_slab.toml --ranks-per-sample 1
+	$(VENV)/bin/hybrid train runs/cardiac_slab/store --out runs/cardiac_slab/surrogate \
+	    --members 4 --calibrate 0.1 --validation 0.25 --force
+	$(VENV)/bin/hybrid query runs/cardiac_slab/surrogate --mu 0.15,0.04,0.13
+	$(VENV)/bin/hybrid synth cases/cardiac_slab.toml --mu 0.15,0.04,0.13 --noise 1.0 \
+	    --kind absolute --seed 1 --out runs/cardiac_slab/obs.csv --force
+	$(VENV)/bin/hybrid infer cases/cardiac_slab.toml --surrogate runs/cardiac_slab/surrogate \
+	    --data runs/cardiac_slab/obs.csv --method map --out runs/cardiac_slab/map --force
+	$(MPIRUN) -n 2 $(VENV)/bin/hybrid infer cases/cardiac_slab.toml \
+	    --surrogate runs/cardiac_slab/surrogate --data runs/cardiac_slab/obs.csv \
+	    --method mcmc --stage2 fem --coarse cases/cardiac_slab_coarse.toml --kernel rw \
+	    --subchain 50 --chains 4 --samples 500 --burn-in 200 --no-enrich \
+	    --out runs/cardiac_slab/mcmc --force
 
 test: setup
 	$(MAKE) --no-print-directory test-serial test-mpi

@@ -165,6 +165,7 @@ def inference_part(work: Path, chains: int, samples: int, burn_in: int, fine_sam
     from hybrid.surrogate import Surrogate
     from hybrid.workflows.infer import InferenceOptions, run_inference
 
+    comm.Barrier()    # the surrogate is built and saved on rank 0
     case = case_copy(CASE, work, "train", store=work / "store")
     sur = Surrogate.load(work / "surrogate")
     data = None
