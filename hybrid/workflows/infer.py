@@ -340,6 +340,11 @@ def run_inference(case, surrogate, data, options: InferenceOptions | None = None
             if opt.stage2 == "coupler" and case.coupler.trust == "indicator":
                 label = ("delayed acceptance, stage 2 = coupler (FEM, or the surrogate "
                          "accepted on the opted-in residual indicator: NOT certified)")
+            elif opt.stage2 == "coupler" and coupler is not None and coupler.basis in (
+                    "conformal", "ensemble"):
+                label = ("delayed acceptance, stage 2 = coupler (FEM, or the surrogate "
+                         "accepted on its calibrated conformal band or ensemble spread: "
+                         "NOT certified)")
             d["target"] = label
             summary["mcmc"] = d
             estimate = np.mean(mcmc.draws(), axis=0)
