@@ -175,3 +175,24 @@ def test_fluxes_and_times_refused(tmp_path):
     text = slab_text(tmp_path).replace("[observations]", "[observations]\ntimes = [10.0]")
     with pytest.raises(CaseError, match="observations.times"):
         create_problem(parse_case(text, tmp_path / "c.toml"), MPI.COMM_WORLD)
+
+
+def test_cardiac_slab_cases_pair_up_as_fine_and_coarse_levels():
+    """cases/cardiac_slab*.toml: the same parameters and electrodes; the coarse level runs,
+    everything activates before t_end, and the wave reaches x = 4 mm before x = 8 mm."""
+    from pathlib import Path
+
+    from hybrid.core.case import load_case
+    from hybrid.workflows.infer import load_coarse_case
+
+    cases = Path(__file__).resolve().parents[1] / "cases"
+    fine = load_case(cases / "cardiac_slab.toml")
+    coarse = load_coarse_case(cases / "cardiac_slab_coarse.toml", fine)
+    assert fine.parameters.names == ["sigma_l", "sigma_t", "ap_a"]
+    assert len(fine.observations.data_names()) == 8
+    p = create_problem(coarse, MPI.COMM_WORLD)
+    res = p.solve(np.array([0.06, 0.015, 0.2]))   # the slowest corner of the box
+    assert res.ok and "all DOFs activated" in res.reason, res.reason
+    y = p.observe()
+    assert np.all(np.isfinite(y)) and y[1] < y[0] < coarse.physics.settings.t_end
+    p.destroy()

@@ -405,7 +405,8 @@ def _train_member(member, net, data, cfg, device, rank, world, k):
         mu_v = data.mu_val.reshape(-1, a.size)
         t = np.where(lg, np.log(np.where(lg, mu_v, 1.0)), mu_v)
         xi_v = torch.as_tensor(a * t + b, dtype=dtype, device=device)
-        c_v = torch.as_tensor(data.c_val.reshape(mu_v.shape[0], -1), dtype=dtype, device=device)
+        c_v = torch.as_tensor(data.c_val.reshape(mu_v.shape[0], data.c_train.shape[1]),
+                              dtype=dtype, device=device)
         av = np.ones(mu_v.shape[0]) if data.amp_val is None else data.amp_val
         amp_v = torch.as_tensor(av, dtype=dtype, device=device)[:, None]
         return loss, xi_v, c_v, amp_v
