@@ -190,7 +190,7 @@ def inference_part(work: Path, chains: int, samples: int, burn_in: int, fine_sam
                           "coarse_correction": s.get("coarse_correction"),
                           "min_ess": m["min_ess"], "max_rhat": m["max_rhat"],
                           "levels": m.get("levels"), "acceptance": m["acceptance"],
-                          "summary": m["summary"], "warnings": m["warnings"]}
+                          "summary": m["parameters"], "warnings": m["warnings"]}
     # the reference: random-walk Metropolis on the fine FEM alone, the same start
     cheap = Posterior(surrogate_model(sur), data, case.parameters)
     cmap = find_map(cheap, starts=8, seed=0)
@@ -208,7 +208,7 @@ def inference_part(work: Path, chains: int, samples: int, burn_in: int, fine_sam
     d = ref.to_dict()
     runs["fine_only"] = {"wall_s": time.perf_counter() - t0, "fine_solves": n_fine,
                          "min_ess": d["min_ess"], "max_rhat": d["max_rhat"],
-                         "acceptance": d["acceptance"], "summary": d["summary"],
+                         "acceptance": d["acceptance"], "summary": d["parameters"],
                          "warnings": d["warnings"]}
     names = case.parameters.names
     base = runs["fine_only"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import ufl
 
 import hybrid.fem  # noqa: F401  (MPI ordering)
 from hybrid.core.case import parse_case
@@ -196,3 +197,82 @@ def test_cardiac_slab_cases_pair_up_as_fine_and_coarse_levels():
     y = p.observe()
     assert np.all(np.isfinite(y)) and y[1] < y[0] < coarse.physics.settings.t_end
     p.destroy()
+
+
+FRONT_MODEL = '''
+import numpy as np
+import ufl
+from dolfinx import fem
+
+import hybrid.model as hm
+from hybrid.model.reaction import ReactionDiffusion
+
+
+class Front(hm.Model):
+    """v_t = D Δv + v(1 − v)(v − 0.1) on the unit square, v = 1 for x < 0.25 initially."""
+
+    name = "front"
+
+    def parameters(self):
+        return ["D"]
+
+    def qoi_names(self):
+        return ["mean_T", "left_T"]
+
+    def build(self, ctx):
+        V = fem.functionspace(ctx.mesh, ("Lagrange", 1))
+        v, phi = fem.Function(V), ufl.TestFunction(V)
+        F = ctx.mu["D"] * ufl.inner(ufl.grad(v), ufl.grad(phi)) * ufl.dx
+        n = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
+        x = ufl.SpatialCoordinate(ctx.mesh)
+        left = ufl.conditional(ufl.lt(x[0], 0.5), 1.0, 0.0)
+
+        def rhs(t, vv, w):
+            return vv * (1.0 - vv) * (vv - 0.1), w
+
+        return ReactionDiffusion(
+            u=v, F=F, initial=lambda X: np.where(X[0] < 0.25, 1.0, 0.0),
+            time=hm.TimeGrid(0.0, 60.0, 0.1), reaction=rhs, states0=np.zeros((0, n)),
+            threshold=0.5, qoi={"mean_T": v * ufl.dx, "left_T": 2.0 * left * v * ufl.dx})
+'''
+
+
+def test_qois_are_linear_functionals_of_the_activation_field(tmp_path):
+    """A user's ReactionDiffusion plug-in: QoI forms written in v are l·T, checked against
+    ∫ T dx assembled independently; the store's QoI column and rows agree with them."""
+    from dolfinx import fem as dfem
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "front.py").write_text(FRONT_MODEL)
+    text = f"""
+[case]
+name = "front"
+[mesh]
+type = "unit_square"
+cells = 10
+[physics]
+model = "models/front.py:Front"
+[parameters]
+D = {{ lower = 0.005, upper = 0.02 }}
+[observations]
+points = [[0.5, 0.5]]
+[sampling]
+samples = 3
+[outputs]
+qoi = ["mean_T", "left_T"]
+store = "{tmp_path / 'store'}"
+"""
+    case = parse_case(text, tmp_path / "front.toml")
+    p = create_problem(case, MPI.COMM_WORLD)
+    res = p.solve(np.array([0.01]))
+    assert res.ok and "all DOFs activated" in res.reason, res.reason
+    q = p.qoi()
+    mean_T = MPI.COMM_WORLD.allreduce(dfem.assemble_scalar(dfem.form(p.u * ufl.dx)))
+    assert q[0] == pytest.approx(mean_T, rel=1e-12)
+    assert 0.0 <= q[1] < q[0]      # the left half activates first
+    run_campaign(case, progress=False, paraview=False)
+    st = SnapshotStore(tmp_path / "store")
+    mu, Q = st.qois()
+    _, U = st.snapshots()
+    np.testing.assert_allclose(Q, U @ st.static.qoi_functionals.T, rtol=1e-12)
+    assert np.all(np.diff(Q[np.argsort(mu[:, 0]), 0]) < 0)   # faster diffusion, earlier
