@@ -266,12 +266,19 @@ def main() -> None:
     t0 = time.perf_counter()
     res = {"machine": platform.node(), "cpus": platform.processor() or platform.machine(),
            "ranks": comm.size, "args": {k: str(v) for k, v in vars(args).items()}}
-    if args.part in ("surrogate", "all"):
-        res["surrogate"] = surrogate_part(work, args.members, args.modes, args.alpha, comm)
-    if args.part in ("inference", "all"):
-        res["inference"] = inference_part(work, args.chains, args.samples, args.burn_in,
-                                          args.fine_samples, args.fine_burn_in,
-                                          args.subchain, comm)
+    for part in ("surrogate", "inference"):
+        if args.part not in (part, "all"):
+            continue
+        t1 = time.perf_counter()
+        if part == "surrogate":
+            res[part] = surrogate_part(work, args.members, args.modes, args.alpha, comm)
+        else:
+            res[part] = inference_part(work, args.chains, args.samples, args.burn_in,
+                                       args.fine_samples, args.fine_burn_in, args.subchain,
+                                       comm)
+        res[part] |= {"args": res["args"], "ranks": comm.size,
+                      "wall_s": time.perf_counter() - t1}
+    res.pop("args")
     res["wall_s"] = time.perf_counter() - t0
     if comm.rank == 0:
         old = json.loads(args.out.read_text()) if args.out.exists() else {}
