@@ -51,7 +51,7 @@ demo-cardiac: setup
 	$(MPIRUN) -n 2 $(VENV)/bin/hybrid infer cases/cardiac_slab.toml \
 	    --surrogate runs/cardiac_slab/surrogate --data runs/cardiac_slab/obs.csv \
 	    --method mcmc --stage2 fem --coarse cases/cardiac_slab_coarse.toml --kernel rw \
-	    --subchain 50 --chains 4 --samples 500 --burn-in 200 --no-enrich \
+	    --subchain 50 --chains 4 --samples 1000 --burn-in 300 --no-enrich \
 	    --out runs/cardiac_slab/mcmc --force
 
 test: setup
