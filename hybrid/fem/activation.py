@@ -36,13 +36,12 @@ from __future__ import annotations
 import numpy as np
 import ufl
 from dolfinx import fem
-from dolfinx.fem import petsc as fem_petsc
 from mpi4py import MPI
-from petsc4py import PETSc
 
 from hybrid.core.case import Case
 from hybrid.core.store import StaticData
 from hybrid.errors import CaseError, ModelError, SolveFailed
+from hybrid.fem.analysis import assemble_owned
 from hybrid.fem.ordering import StoreOrdering
 from hybrid.fem.solver import SolveResult
 from hybrid.model.reaction import ReactionDiffusion
@@ -209,41 +208,34 @@ class ActivationProblem:
 
     def observe(self) -> np.ndarray:
         """The electrodes' activation times of the last solve (every rank; NaN: none)."""
-        rows = self._observation_rows_owned()
-        T = self.u.x.array[:self.n_owned]
-        local = rows_apply(np.array(rows), T) if rows else np.zeros(0)
-        nan = self.comm.allreduce(np.isnan(local).astype(int), op=MPI.SUM) if rows else local
-        local = np.nan_to_num(local, nan=0.0)
-        y = self.comm.allreduce(local, op=MPI.SUM) if rows else local
-        return np.where(np.asarray(nan) > 0, np.nan, y)
+        return self._apply_owned(self._observation_rows_owned())
+
+    def _apply_owned(self, rows: list[np.ndarray]) -> np.ndarray:
+        """Σ over ranks of the owned rows applied to T (collective; every rank gets it).
+
+        NaN where a row weighs a NaN DOF on some rank (:func:`rows_apply`).
+        """
+        if not rows:
+            return np.zeros(0)
+        local = rows_apply(np.array(rows), self.u.x.array[:self.n_owned])
+        nan = self.comm.allreduce(np.isnan(local).astype(int), op=MPI.SUM)
+        y = self.comm.allreduce(np.nan_to_num(local, nan=0.0), op=MPI.SUM)
+        return np.where(nan > 0, np.nan, y)
 
     def _observation_rows_owned(self) -> list[np.ndarray]:
         if self._obs_owned is None:
-            rows = self.observation_rows()
-            m = self.comm.bcast(rows.shape[0] if rows is not None else 0,
-                                root=self.ordering.root)
-            self._obs_owned = [self.ordering.scatter(rows[i] if rows is not None else None)
-                               for i in range(m)]
+            self._obs_owned = self.ordering.scatter_rows(self.observation_rows())
         return self._obs_owned
 
     def qoi_vectors(self) -> dict[str, np.ndarray]:
         """Owned parts of the QoI rows l = ∂q/∂v, applied to T."""
         if self._qoi is None:
-            self._qoi = {}
-            for name, form in self._qoi_rows.items():
-                b = fem_petsc.assemble_vector(form)
-                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-                self._qoi[name] = b.getArray().copy()
-                b.destroy()
+            self._qoi = {name: assemble_owned(form) for name, form in self._qoi_rows.items()}
         return self._qoi
 
     def qoi(self) -> np.ndarray:
         """The case's QoIs l·T of the last solve (every rank; NaN if a weighed DOF is NaN)."""
-        T = self.u.x.array[:self.n_owned]
-        vals = [rows_apply(r, T)[0] for r in self.qoi_vectors().values()]
-        nan = self.comm.allreduce(np.isnan(vals).astype(int), op=MPI.SUM)
-        y = self.comm.allreduce(np.nan_to_num(np.array(vals, float), nan=0.0), op=MPI.SUM)
-        return np.where(np.asarray(nan) > 0, np.nan, y)
+        return self._apply_owned(list(self.qoi_vectors().values()))
 
     def observation_jacobian(self, mu: np.ndarray) -> np.ndarray:
         """dy/dμ (m, P) by central differences of whole runs (module docstring); every rank.

@@ -331,6 +331,15 @@ def _functions(F: ufl.Form) -> list[fem.Function]:
     return [c for c in F.coefficients() if isinstance(c, fem.Function)]
 
 
+def assemble_owned(form: fem.Form) -> np.ndarray:
+    """The owned entries of the assembled vector of ``form``, ghost contributions added."""
+    b = fem_petsc.assemble_vector(form)
+    b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    out = b.getArray().copy()
+    b.destroy()
+    return out
+
+
 def assemble_into(form: fem.Form, b: PETSc.Vec) -> PETSc.Vec:
     """Assemble ``form`` into ``b`` (zeroed first) and accumulate its ghost contributions."""
     with b.localForm() as bl:

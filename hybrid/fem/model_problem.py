@@ -42,12 +42,17 @@ import ufl
 from dolfinx import fem
 from dolfinx.fem import petsc as fem_petsc
 from mpi4py import MPI
-from petsc4py import PETSc
 
 from hybrid.core.case import Case
 from hybrid.core.store import StaticData
 from hybrid.errors import ModelError
-from hybrid.fem.analysis import analyse, assemble_into, at_zero, parameter_derivatives
+from hybrid.fem.analysis import (
+    analyse,
+    assemble_into,
+    assemble_owned,
+    at_zero,
+    parameter_derivatives,
+)
 from hybrid.fem.discretisation import Discretisation
 from hybrid.fem.mesh import build_mesh_and_tags
 from hybrid.fem.ordering import StoreOrdering
@@ -256,12 +261,7 @@ class ModelProblem:
     def qoi_vectors(self) -> dict[str, np.ndarray]:
         """Owned parts of the QoI rows l = ∂q/∂u (q(u) = l·u), one per case QoI."""
         if self._qoi is None:
-            self._qoi = {}
-            for name, form in self._qoi_rows.items():
-                b = fem_petsc.assemble_vector(form)
-                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-                self._qoi[name] = b.getArray().copy()
-                b.destroy()
+            self._qoi = {name: assemble_owned(form) for name, form in self._qoi_rows.items()}
         return self._qoi
 
     def qoi(self) -> np.ndarray:
@@ -604,11 +604,7 @@ class ModelProblem:
     def _observation_rows_owned(self) -> list[np.ndarray]:
         """Owned parts of the observation rows l_i (scattered from root once)."""
         if getattr(self, "_obs_owned", None) is None:
-            rows = self.observation_rows()
-            m = self.comm.bcast(rows.shape[0] if rows is not None else 0,
-                                root=self.ordering.root)
-            self._obs_owned = [self.ordering.scatter(rows[i] if rows is not None else None)
-                               for i in range(m)]
+            self._obs_owned = self.ordering.scatter_rows(self.observation_rows())
         return self._obs_owned
 
     def observation_jacobian(self, mu: np.ndarray, mode: str = "auto") -> np.ndarray:
@@ -724,9 +720,7 @@ class ModelProblem:
                                 "averages")
             owned = self._observation_rows_owned()
         else:
-            rows = np.atleast_2d(np.asarray(rows, dtype=float)) if mine else None
-            m = self.comm.bcast(rows.shape[0] if mine else 0, root=root)
-            owned = [self.ordering.scatter(rows[i] if mine else None) for i in range(m)]
+            owned = self.ordering.scatter_rows(np.asarray(rows, dtype=float) if mine else None)
         sens = self.__dict__.get("_transient_tl")
         if sens is None:
             sens = TransientSensitivity(self.stepper,

@@ -103,6 +103,15 @@ class StoreOrdering:
         self.comm.Scatterv((send, self.counts) if send is not None else None, recv, root=self.root)
         return recv
 
+    def scatter_rows(self, rows: np.ndarray | None) -> list[np.ndarray]:
+        """Each row of root's (m, N) store-ordered ``rows`` as this rank's owned values.
+
+        Collective; ``rows`` is read on root only (None elsewhere).
+        """
+        mine = self.comm.rank == self.root
+        m = self.comm.bcast(np.atleast_2d(rows).shape[0] if mine else 0, root=self.root)
+        return [self.scatter(np.atleast_2d(rows)[i] if mine else None) for i in range(m)]
+
     def to_store_indices(self, local_dofs: np.ndarray) -> np.ndarray:
         """Map local DOF indices (owned or ghost; node·bs + component) to store indices."""
         return self.store_of_local[np.asarray(local_dofs, dtype=np.int64)]
