@@ -54,17 +54,19 @@ class ApproximationError:
     n: int
     kind: str
 
-    def coordinates(self, mu: np.ndarray) -> np.ndarray:
-        mu = np.asarray(mu, dtype=float)
-        return np.where(self.log_mask, np.log(np.where(self.log_mask, mu, 1.0)), mu)
-
     def __call__(self, mu: np.ndarray) -> np.ndarray:
         """ê(μ): (m,) for one μ (P,), (S, m) for a batch (S, P)."""
-        return self.intercept + (self.coordinates(mu) - self.centre) @ self.slope.T
+        return self.intercept + (_natural(mu, self.log_mask) - self.centre) @ self.slope.T
 
     def to_dict(self) -> dict:
         return {"pairs": self.n, "kind": self.kind, "mean": self.intercept.tolist(),
                 "std": self.std.tolist(), "slope": self.slope.tolist()}
+
+
+def _natural(mu: np.ndarray, log_mask: np.ndarray) -> np.ndarray:
+    """t(μ): log μ for the log-scaled parameters, μ for the others."""
+    mu = np.asarray(mu, dtype=float)
+    return np.where(log_mask, np.log(np.where(log_mask, mu, 1.0)), mu)
 
 
 def approximation_error(fine: np.ndarray, cheap: np.ndarray, mu: np.ndarray,
@@ -92,9 +94,7 @@ def approximation_error(fine: np.ndarray, cheap: np.ndarray, mu: np.ndarray,
         raise InferenceError(f"approximation error: a linear model in {P} parameters needs "
                              f"at least {P + 3} pairs, got {n}")
     lm = np.zeros(P, bool) if log_mask is None else np.asarray(log_mask, bool)
-    probe = ApproximationError(np.zeros(e.shape[1]), np.zeros((e.shape[1], P)), np.zeros(P),
-                               lm, np.zeros(e.shape[1]), n, kind)
-    t = probe.coordinates(mu)
+    t = _natural(mu, lm)
     centre = t.mean(axis=0)
     if kind == "constant":
         return ApproximationError(e.mean(axis=0), np.zeros((e.shape[1], P)), centre, lm,
