@@ -391,7 +391,7 @@ def _coarse_error(store: Path | None, coarse, n: int, space, comm):
     the coarse FEM (``coarse``, a FEMModel on COMM_SELF) is solved at the same μ on rank 0
     and the result broadcast, so every rank's chains see one correction.
     """
-    from hybrid.core.store import SnapshotStore
+    from hybrid.core.store import SnapshotStore, read_sample, sample_path
     from hybrid.inference.discrepancy import approximation_error
 
     if store is None:
@@ -401,14 +401,18 @@ def _coarse_error(store: Path | None, coarse, n: int, space, comm):
     if comm.rank == 0:
         try:
             st = SnapshotStore(store)
-            L = st.static.observation_functionals
-            ok = [s for s in st.samples(field=True) if s.ok][:n]
+            if st.transient:
+                raise HybridError(f"{store}: --coarse-pairs: the store holds trajectories; "
+                                  "the coarse correction is implemented for steady stores "
+                                  "(give --coarse-pairs 0)")
+            ok = [s.index for s in st.samples() if s.ok][:n]   # headers only
             if len(ok) < 2:
                 raise HybridError(f"{store}: {len(ok)} ok sample(s); the coarse correction "
                                   "needs at least 2")
-            fine = np.array([L @ s.u for s in ok])
-            cheap = np.array([coarse.observe(s.mu) for s in ok])
-            err = approximation_error(fine, cheap, np.array([s.mu for s in ok]),
+            pairs = [read_sample(sample_path(st.path, i)) for i in ok]
+            fine = st.static.observe(np.array([s.u for s in pairs]))
+            cheap = np.array([coarse.observe(s.mu) for s in pairs])
+            err = approximation_error(fine, cheap, np.array([s.mu for s in pairs]),
                                       space.log_mask)
         except HybridError as exc:
             problem = str(exc)
