@@ -198,14 +198,6 @@ class ActivationProblem:
                                          f"{self.case.path}")
         return self._obs if self.comm.rank == self.ordering.root else None
 
-    def observation_operator(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(rows, zero offset): y = L T (on root; None elsewhere)."""
-        L = self.observation_rows()
-        return None if L is None else (L.copy(), np.zeros(L.shape[0]))
-
-    def observation_affine(self) -> None:
-        return None
-
     def observe(self) -> np.ndarray:
         """The electrodes' activation times of the last solve (every rank; NaN: none)."""
         return self._apply_owned(self._observation_rows_owned())
