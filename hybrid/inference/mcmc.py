@@ -492,32 +492,32 @@ def _run_local(target: Posterior, cheap: Posterior | None, mode: str, chain_ids:
         logu = np.log(np.stack([r.random(max(2, L)) for r in rngs]))
         h = sd * np.exp(log_lam)
         noise = np.sqrt(h)[:, None] * np.einsum("cij,cj->ci", chol, eps)
-        if subchain > 1:   # a random-walk subchain on π₁ from z; its end is the proposal
+        if subchain > 1:   # a random-walk subchain on π₁ from z; its end is the proposal,
+            # and stage 1 (the subchain itself) passes when it moved
             y, l1_y, sub_rate = _subchain(first, z, l1, noise, chol, h, rngs, subchain)
             g1_y = None
             n_cheap += subchain
-        elif mala:
-            mean_y = _mala_drift(z, g1, sigma, h)
-            y = mean_y + noise
+            log_a1 = np.where(np.any(y != z, axis=1), np.inf, -np.inf)
         else:
-            y = z + noise
-        if subchain == 1:
+            if mala:
+                mean_y = _mala_drift(z, g1, sigma, h)
+                y = mean_y + noise
+            else:
+                y = z + noise
             l1_y, g1_y = first(y)
             if mode == "metropolis":
                 n_exp += 1
             else:
                 n_cheap += 1
-        log_a1 = l1_y - l1
-        if subchain > 1:   # stage 1 is the subchain itself: it passes when it moved
-            log_a1 = np.where(np.any(y != z, axis=1), np.inf, -np.inf)
-        elif mala:
-            fin = np.isfinite(l1_y)
-            corr = np.full(C, -np.inf)
-            if fin.any():
-                back = _mala_drift(y[fin], g1_y[fin], sigma[fin], h[fin])
-                corr[fin] = (_log_q(z[fin], back, chol[fin], h[fin])
-                             - _log_q(y[fin], mean_y[fin], chol[fin], h[fin]))
-            log_a1 = log_a1 + corr
+            log_a1 = l1_y - l1
+            if mala:
+                fin = np.isfinite(l1_y)
+                corr = np.full(C, -np.inf)
+                if fin.any():
+                    back = _mala_drift(y[fin], g1_y[fin], sigma[fin], h[fin])
+                    corr[fin] = (_log_q(z[fin], back, chol[fin], h[fin])
+                                 - _log_q(y[fin], mean_y[fin], chol[fin], h[fin]))
+                log_a1 = log_a1 + corr
         with np.errstate(invalid="ignore"):
             pass1 = logu[:, 0] < log_a1
         if da:
